@@ -1,0 +1,106 @@
+// The dispatch table: which ISA file serves `kern`, what the CPU can run, and the per-thread
+// pack buffers every blocked kernel borrows (allocated once here, never per call).
+#include "compute/kernels/kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const kern_table_t* kern = &kern_ref_table; // valid before kern_select: always runnable
+
+// The tables compiled into this build, indexed by kern_isa_t (NULL: not compiled in).
+static const kern_table_t* const compiled[KERN_N_ISA] = {
+    [KERN_REF] = &kern_ref_table,
+    [KERN_AVX2] = &kern_avx2_table,
+#ifdef MOED_HAVE_AVX512
+    [KERN_AVX512] = &kern_avx512_table,
+#endif
+};
+
+int kern_cpu_supports(kern_isa_t isa) {
+    switch (isa) {
+    case KERN_REF:
+        return 1;
+    case KERN_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case KERN_AVX512:
+        // The AVX-512 file is built with F, DQ, VL and BW; it needs all four.
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+    default:
+        return 0;
+    }
+}
+
+const kern_table_t* kern_table_for(kern_isa_t isa) {
+    if ((int)isa < 0 || isa >= KERN_N_ISA) return NULL;
+    if (!compiled[isa] || !kern_cpu_supports(isa)) return NULL;
+    return compiled[isa];
+}
+
+kern_isa_t kern_best_isa(void) {
+    for (int isa = KERN_N_ISA - 1; isa > KERN_REF; isa--)
+        if (kern_table_for((kern_isa_t)isa)) return (kern_isa_t)isa;
+    return KERN_REF;
+}
+
+int kern_select(int isa) {
+    if (isa < 0) isa = (int)kern_best_isa();
+    const kern_table_t* t = kern_table_for((kern_isa_t)isa);
+    if (!t) return -1;
+    kern = t;
+    return 0;
+}
+
+// ---- pack buffers ----
+
+static kern_pack_t* packs;  // [n_packs]
+static int n_packs;
+
+int kern_init(int max_threads) {
+    if (max_threads < 1) max_threads = 1;
+    kern_shutdown();
+    // Size for the largest blocking among the compiled tables, so that kern_select may
+    // switch ISA after kern_init without reallocating.
+    size_t a_floats = 0, b_floats = 0;
+    for (int isa = 0; isa < KERN_N_ISA; isa++) {
+        const kern_table_t* t = compiled[isa];
+        if (!t || t->kc == 0) continue; // unblocked (ref): needs no buffer
+        size_t a = (size_t)(t->mc + t->mr) * t->kc, b = (size_t)t->kc * (t->nc + t->nr);
+        if (a > a_floats) a_floats = a;
+        if (b > b_floats) b_floats = b;
+    }
+    // aligned_alloc wants a size that is a multiple of the alignment.
+    size_t a_bytes = ((a_floats + KERN_PACK_SLACK) * sizeof(float) + 63) & ~(size_t)63;
+    size_t b_bytes = ((b_floats + KERN_PACK_SLACK) * sizeof(float) + 63) & ~(size_t)63;
+    packs = calloc((size_t)max_threads, sizeof *packs);
+    if (!packs) return -1;
+    n_packs = max_threads;
+    for (int t = 0; t < max_threads; t++) {
+        packs[t].a = aligned_alloc(64, a_bytes);
+        packs[t].b = aligned_alloc(64, b_bytes);
+        if (!packs[t].a || !packs[t].b) {
+            kern_shutdown();
+            return -1;
+        }
+        // Touch the pages now, from start-up, not inside the first timed GEMM.
+        memset(packs[t].a, 0, a_bytes);
+        memset(packs[t].b, 0, b_bytes);
+    }
+    return 0;
+}
+
+void kern_shutdown(void) {
+    for (int t = 0; t < n_packs; t++) {
+        free(packs[t].a);
+        free(packs[t].b);
+    }
+    free(packs);
+    packs = NULL;
+    n_packs = 0;
+}
+
+const kern_pack_t* kern_pack_for(int tid) {
+    return (tid >= 0 && tid < n_packs) ? &packs[tid] : NULL;
+}
+
+int kern_pack_threads(void) { return n_packs; }

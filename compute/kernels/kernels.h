@@ -1,0 +1,71 @@
+// One dispatch table of dense kernels per ISA (ref, avx2, avx512), chosen once at start-up.
+// Everything above this header (gmm, the layer, the benchmarks) calls through `kern`.
+//
+// Determinism contract (DESIGN.md §3): for a given ISA, the result of kern->sgemm depends only
+// on its inputs, never on the number of OpenMP threads. Threads split the output into tiles;
+// the reduction over k always runs in the same order (fixed KC blocks, sequential).
+#ifndef MOED_KERNELS_H
+#define MOED_KERNELS_H
+
+#include <stddef.h>
+
+typedef enum { KERN_REF = 0, KERN_AVX2 = 1, KERN_AVX512 = 2, KERN_N_ISA = 3 } kern_isa_t;
+
+// C[m,n] (+)= A·B where element (i,p) of A is a[i*rsa + p*csa], element (p,j) of B is
+// b[p*rsb + j*csb] and C is row-major with leading dimension ldc. Any of the four
+// transposition cases is a choice of strides; packing absorbs it (BLIS-style).
+// accumulate = 0 overwrites C, 1 adds to it. m, n or k may be 0 (k = 0 with accumulate = 0
+// zeroes C). Uses up to omp_get_max_threads() threads.
+typedef void (*kern_sgemm_fn)(int m, int n, int k, const float* a, long rsa, long csa,
+                              const float* b, long rsb, long csb, float* c, long ldc,
+                              int accumulate);
+
+typedef struct {
+    const char* name; // "ref", "avx2", "avx512"
+    kern_isa_t isa;
+    int mr, nr;         // micro-tile (register block)
+    int mc, kc, nc;     // cache blocks
+    kern_sgemm_fn sgemm;
+} kern_table_t;
+
+// The table for an ISA, or NULL when this build or this CPU cannot run it.
+const kern_table_t* kern_table_for(kern_isa_t isa);
+// Best ISA this CPU supports among those compiled in.
+kern_isa_t kern_best_isa(void);
+int kern_cpu_supports(kern_isa_t isa);
+
+// Pack buffers: allocated once by kern_init for up to `max_threads` threads, freed by
+// kern_shutdown. kern_init must run before any sgemm call. Returns 0 on success.
+int kern_init(int max_threads);
+void kern_shutdown(void);
+
+// The table chosen at start-up (set by kern_select); the rest of the code calls kern->sgemm.
+extern const kern_table_t* kern;
+// Selects `isa` (KERN_* or -1 for auto). Returns 0, or -1 when the CPU lacks it.
+int kern_select(int isa);
+
+// ---- Internal to compute/kernels/ (the ISA files and dispatch.c); not for callers. ----
+
+// The tables each ISA file defines. kern_table_for hands them out after checking the CPU.
+extern const kern_table_t kern_ref_table;
+extern const kern_table_t kern_avx2_table;
+#ifdef MOED_HAVE_AVX512
+extern const kern_table_t kern_avx512_table;
+#endif
+
+// One thread's pack buffers, allocated by kern_init (aligned to 64 bytes), sized for the
+// largest blocking among the compiled-in tables (kern_init in dispatch.c):
+//   a: [(mc + mr) * kc + KERN_PACK_SLACK]  an MC x KC block of A as MR-row micro-panels
+//   b: [kc * (nc + nr) + KERN_PACK_SLACK]  a KC x NC block of B as NR-column micro-panels
+// The slack lets packing store whole vectors past the last panel.
+#define KERN_PACK_SLACK 64
+typedef struct {
+    float* a;
+    float* b;
+} kern_pack_t;
+
+// Buffers of thread `tid` (0 <= tid < kern_pack_threads()), or NULL before kern_init.
+const kern_pack_t* kern_pack_for(int tid);
+int kern_pack_threads(void);
+
+#endif

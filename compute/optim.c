@@ -1,0 +1,49 @@
+#include "compute/optim.h"
+
+#include <math.h>
+
+double lr_schedule(long step, long steps, long warmup, double lr, double lr_min) {
+    if (step < warmup) return lr * (double)(step + 1) / (double)warmup;
+    if (steps <= warmup) return lr;
+    double progress = (double)(step - warmup) / (double)(steps - warmup);
+    return lr_min + (lr - lr_min) * (1.0 + cos(M_PI * progress)) / 2.0;
+}
+
+void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, const float* g,
+                  float* m, float* v) {
+    // Scalars in double as torch computes them on the host; the per-element arithmetic is
+    // float, in the same order as torch's single-tensor AdamW.
+    float b1 = (float)o->beta1, b2 = (float)o->beta2;
+    double bc1 = 1.0 - pow(o->beta1, (double)t);
+    double bc2 = 1.0 - pow(o->beta2, (double)t);
+    float step_size = (float)(o->lr / bc1);
+    float bc2_sqrt = (float)sqrt(bc2);
+    float eps = (float)o->eps;
+    float wd = decay ? (float)(1.0 - o->lr * o->weight_decay) : 1.0f;
+    for (long i = 0; i < n; i++) {
+        float pi = p[i] * wd;
+        float mi = m[i] * b1 + g[i] * (1.0f - b1);
+        float vi = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = pi - step_size * (mi / denom);
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+double sumsq(long n, const float* g) {
+    double s = 0;
+    for (long i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return s;
+}
+
+float clip_factor(double total_norm, double max_norm) {
+    if (max_norm <= 0) return 1.0f;
+    double c = max_norm / (total_norm + 1e-6);
+    return c < 1.0 ? (float)c : 1.0f;
+}
+
+void scale_inplace(long n, float* g, float c) {
+    if (c == 1.0f) return;
+    for (long i = 0; i < n; i++) g[i] *= c;
+}

@@ -1,0 +1,45 @@
+#include "daemon/arena.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN 64
+
+void arena_begin_count(arena_t* a) {
+    memset(a, 0, sizeof *a);
+    a->counting = 1;
+}
+
+int arena_reserve(arena_t* a) {
+    size_t cap = a->used + ALIGN;
+    a->base = aligned_alloc(ALIGN, (cap + ALIGN - 1) / ALIGN * ALIGN);
+    if (!a->base) return -1;
+    memset(a->base, 0, cap);
+    a->cap = cap;
+    a->used = 0;
+    a->counting = 0;
+    return 0;
+}
+
+void* arena_alloc(arena_t* a, size_t bytes) {
+    if (a->frozen) {
+        fprintf(stderr, "moed: internal error: allocation of %zu bytes after start-up\n", bytes);
+        abort();
+    }
+    size_t at = (a->used + ALIGN - 1) / ALIGN * ALIGN;
+    a->used = at + bytes;
+    if (a->counting) return NULL;
+    if (a->used > a->cap) {
+        fprintf(stderr, "moed: internal error: arena overflow (%zu > %zu)\n", a->used, a->cap);
+        abort();
+    }
+    return a->base + at;
+}
+
+void arena_freeze(arena_t* a) { a->frozen = 1; }
+
+void arena_free(arena_t* a) {
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,38 @@
+// Training data. `synthetic`: x ~ N(0, 1) from the counter-based RNG keyed by the global
+// token index, y = teacher(x) where the teacher is a fixed random MoE layer with its own
+// seed, expert count, top-k and hidden width), so the student has a function to
+// learn and the loss can fall by orders of magnitude (DESIGN.md §2).
+#ifndef MOED_DATA_H
+#define MOED_DATA_H
+
+#include "compute/router.h"
+#include "config/config.h"
+#include "daemon/arena.h"
+
+typedef struct {
+    int d, f, Et, kt, Tl, residual;
+    unsigned long seed;
+    router_opts_t ropt;
+    float* wr;                   // [d, Et]
+    float *w0, *w1;              // [Et, d, f]
+    float* wo;                   // [Et, f, d]
+    float* xn;                   // [Tl, d]
+    float* rinv;                 // [Tl]
+    float* ones;                 // [d] unit RMSNorm scale
+    float *logits, *probs, *lse; // [Tl, Et], [Tl, Et], [Tl]
+    int* sel;                    // [Tl, kt]
+    float* gates;                // [Tl, kt]
+    int* slot_pos;               // [Tl, kt]
+    int* counts;                 // [Et]
+    int* offs;                   // [Et + 1]
+    float* xe;                   // [Tl*kt, d]
+    float *h0, *h1, *a;          // [Tl*kt, f]
+    float* ye;                   // [Tl*kt, d]
+} data_t;
+
+void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a);
+void data_init(data_t* D);
+// The batch of step `step` for global tokens [t0, t0 + Tl): x, y [Tl, d].
+void data_batch(data_t* D, long step, long T, long t0, float* x, float* y);
+
+#endif

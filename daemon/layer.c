@@ -1,0 +1,104 @@
+// One MoE layer as a pipeline of stages: norm -> route -> dispatch -> gmm_up -> gmm_down
+// -> combine -> unpermute (+ residual), and the same stages in reverse for backward.
+#include <string.h>
+
+#include "compute/gmm.h"
+#include "compute/kernels/kernels.h"
+#include "compute/permute.h"
+#include "compute/rmsnorm.h"
+#include "daemon/train.h"
+
+// Wall time spent inside communication, for the progress line's comm share.
+#define TIMED_COMM(tr, call)                                                                       \
+    do {                                                                                           \
+        double t_ = MPI_Wtime();                                                                   \
+        call;                                                                                      \
+        (tr)->t_comm_acc += MPI_Wtime() - t_;                                                      \
+    } while (0)
+
+void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
+    const model_t* m = &tr->model;
+    layer_acts_t* A = &tr->acts[l];
+    layer_params_t P = model_layer(m, m->w, l);
+    int Tl = tr->Tl, d = m->d, E = m->E, k = m->k;
+
+    if (m->residual)
+        rmsnorm_forward(Tl, d, hin, P.scale, A->xn, A->rinv);
+    else
+        memcpy(A->xn, hin, sizeof(float) * Tl * d);
+
+    // route
+    kern->sgemm(Tl, E, d, A->xn, d, 1, P.wr, E, 1, A->logits, E, 0);
+    router_forward(&tr->ropt, Tl, A->logits, m->bias + (long)l * E, A->probs, A->lse, A->sel,
+                   A->gates);
+    permute_plan(Tl, k, E, A->sel, A->route.send_expert_counts, A->slot_pos);
+    // Global loads are integers, so an MPI sum is exact and P-independent.
+    for (int e = 0; e < E; e++) tr->counts_scratch[e] = A->route.send_expert_counts[e];
+    TIMED_COMM(tr, {
+        MPI_Allreduce(MPI_IN_PLACE, tr->counts_scratch, E, MPI_INT, MPI_SUM, tr->comm.comm);
+        comm_exchange_counts(&tr->comm, &A->route);
+    });
+    for (int e = 0; e < E; e++) A->load[e] = tr->counts_scratch[e];
+
+    // dispatch
+    permute_rows(Tl, k, d, A->slot_pos, A->xn, tr->xs);
+    TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->xs, A->xe, d));
+
+    // experts
+    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, m->f};
+    gmm_up_forward(&gs, A->xe, P.w0, P.w1, A->h0, A->h1, A->a);
+    gmm_down_forward(&gs, A->a, P.wo, tr->ye);
+
+    // combine, unpermute, residual
+    TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->ye, A->yslot, d));
+    unpermute_forward(Tl, k, d, A->slot_pos, A->gates, A->yslot, hout);
+    if (m->residual)
+        for (long i = 0; i < (long)Tl * d; i++) hout[i] = hin[i] + hout[i];
+}
+
+void layer_backward(train_t* tr, int l, const float* hin, const float* dout, float* din) {
+    model_t* m = &tr->model;
+    layer_acts_t* A = &tr->acts[l];
+    layer_params_t P = model_layer(m, m->w, l);
+    layer_params_t G = model_layer(m, m->g, l);
+    int Tl = tr->Tl, d = m->d, E = m->E, k = m->k, f = m->f;
+
+    // unpermute: gate gradients and per-slot output gradients
+    unpermute_backward(Tl, k, d, A->slot_pos, A->gates, A->yslot, dout, tr->dgates, tr->dslot);
+    TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->dslot, tr->ye, d));
+
+    // experts
+    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, f};
+    gmm_down_backward(&gs, A->a, P.wo, tr->ye, tr->da, G.wo);
+    gmm_up_backward(&gs, A->xe, P.w0, P.w1, A->h0, A->h1, tr->da, tr->dh0, tr->dh1, tr->de, G.w0,
+                    G.w1);
+    TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->de, tr->dslot, d));
+    permute_rows_backward(Tl, k, d, A->slot_pos, tr->dslot, tr->dxn);
+
+    // router: dlogits, then its share of dxn and the leaf partials of dWr
+    double frac[4096]; // [E] global load fractions f_e (E <= 4096, validated)
+    for (int e = 0; e < E; e++) frac[e] = (double)A->load[e] / ((double)tr->T * k);
+    router_backward(&tr->ropt, Tl, A->logits, A->probs, A->lse, A->sel, tr->dgates, frac,
+                    tr->cfg.train.aux_loss_coef, tr->cfg.train.z_loss_coef, tr->T, tr->dlogits);
+    kern->sgemm(Tl, d, E, tr->dlogits, E, 1, P.wr, 1, E, tr->dxn, d, 1);
+    long wr_off = P.wr - m->w;
+    for (int j = 0; j < tr->nleaf; j++) {
+        long r0 = (long)j * tr->tb;
+        float* leaf = tr->grad_leaves + (long)j * m->n_repl;
+        kern->sgemm(d, E, tr->tb, A->xn + r0 * d, 1, d, tr->dlogits + r0 * E, E, 1, leaf + wr_off,
+                    E, 0);
+    }
+
+    if (!m->residual) {
+        memcpy(din, tr->dxn, sizeof(float) * Tl * d);
+        return;
+    }
+    long sc_off = P.scale - m->w;
+    for (int j = 0; j < tr->nleaf; j++) {
+        long r0 = (long)j * tr->tb;
+        rmsnorm_dscale(tr->tb, d, hin + r0 * d, A->rinv + r0, tr->dxn + r0 * d,
+                       tr->grad_leaves + (long)j * m->n_repl + sc_off);
+    }
+    rmsnorm_backward(Tl, d, hin, P.scale, A->rinv, tr->dxn, tr->dnorm);
+    for (long i = 0; i < (long)Tl * d; i++) din[i] = dout[i] + tr->dnorm[i];
+}

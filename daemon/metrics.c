@@ -1,0 +1,93 @@
+#include "daemon/metrics.h"
+
+#include <errno.h>
+#include <mpi.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+// mkdir -p for the run directory.
+static int make_dirs(const char* path) {
+    char buf[1024];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        buf[i] = c;
+    }
+    return 0;
+}
+
+int metrics_open(metrics_t* mt, const char* run_dir, long steps, int every, const char* isa,
+                 char* err, size_t errlen) {
+    memset(mt, 0, sizeof *mt);
+    mt->out = stdout;
+    mt->tty = isatty(fileno(stdout));
+    mt->every = every;
+    mt->steps = steps;
+    mt->isa = isa;
+    mt->first_step = -1;
+    char path[1100];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    if (make_dirs(run_dir) != 0 || !(mt->jsonl = fopen(path, "a"))) {
+        snprintf(err, errlen, "cannot open %s (run.dir = \"%s\"): %s", path, run_dir,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void fmt_eta(double s, char* buf, size_t n) {
+    long t = (long)(s + 0.5);
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+}
+
+void metrics_step(metrics_t* mt, const train_t* tr, long step, const step_stats_t* st,
+                  double wall) {
+    double now = MPI_Wtime();
+    if (mt->first_step < 0) {
+        mt->first_step = step - 1;
+        mt->t_start = now - wall;
+        mt->first_loss = st->loss;
+    }
+    double tok_s = tr->T / wall, gflops = st->flops / wall / 1e9;
+    double comm = st->t_comm / (st->t_comm + st->t_compute);
+
+    FILE* j = mt->jsonl;
+    fprintf(j,
+            "{\"step\":%ld,\"loss\":%.17g,\"mse\":%.17g,\"aux_loss\":%.17g,\"lr\":%.9g,"
+            "\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,\"gflops\":%.6g,\"comm_frac\":%.4f,"
+            "\"imbalance\":%.6g,\"step_s\":%.6g,\"isa\":\"%s\",\"expert_load\":[",
+            step, st->loss, st->mse, st->aux, st->lr, st->grad_norm, tok_s, gflops, comm,
+            st->imbalance, wall, mt->isa);
+    for (int l = 0; l < tr->model.L; l++) {
+        fputs(l ? ",[" : "[", j);
+        for (int e = 0; e < tr->model.E; e++)
+            fprintf(j, e ? ",%lld" : "%lld", (long long)tr->acts[l].load[e]);
+        fputc(']', j);
+    }
+    fputs("]}\n", j);
+    fflush(j);
+
+    if (step % mt->every != 0 && step != mt->steps) return;
+    double done = step - mt->first_step, elapsed = now - mt->t_start;
+    char eta[32];
+    fmt_eta(elapsed / done * (mt->steps - step), eta, sizeof eta);
+    fprintf(mt->out,
+            "%sstep %ld/%ld  loss %.4e  aux %.3e  %.0f tok/s  %.2f GFLOP/s  comm %.0f%%  "
+            "imbalance %.2f  eta %s%s",
+            mt->tty ? "\r\033[K" : "", step, mt->steps, st->loss, st->aux, tok_s, gflops,
+            100 * comm, st->imbalance, eta, mt->tty ? "" : "\n");
+    mt->pending_newline = mt->tty;
+    fflush(mt->out);
+}
+
+void metrics_close(metrics_t* mt) {
+    if (mt->pending_newline) fputc('\n', mt->out);
+    if (mt->jsonl) fclose(mt->jsonl);
+    mt->jsonl = NULL;
+}

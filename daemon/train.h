@@ -1,0 +1,92 @@
+// The training state of one rank and the training step: forward through the stack, loss,
+// backward, the deterministic reductions of replicated gradients and statistics, clipping,
+// AdamW and the bias update (DESIGN.md §2, §3).
+#ifndef MOED_TRAIN_H
+#define MOED_TRAIN_H
+
+#include <stdint.h>
+
+#include "comm/comm.h"
+#include "compute/router.h"
+#include "config/config.h"
+#include "daemon/arena.h"
+#include "daemon/model.h"
+
+// Activations of one layer kept from forward for backward.
+typedef struct {
+    float* xn;     // [Tl, d] normed input (the layer input itself without residual)
+    float* rinv;   // [Tl] 1/rms of the input
+    float* logits; // [Tl, E]
+    float* probs;  // [Tl, E]
+    float* lse;    // [Tl]
+    int* sel;      // [Tl, k] selected global experts
+    float* gates;  // [Tl, k]
+    int* slot_pos; // [Tl, k] row of each slot in the send order
+    comm_route_t route;
+    float* xe;      // [Nmax, d] expert-side inputs, grouped by local expert
+    float *h0, *h1; // [Nmax, f] pre-activations
+    float* a;       // [Nmax, f] SwiGLU output
+    float* yslot;   // [Tl*k, d] expert outputs back in slot order
+    int64_t* load;  // [E] slots routed to each expert this step, all ranks
+} layer_acts_t;
+
+typedef struct {
+    double loss, mse, aux; // aux = sum over layers of aux_l + z_l
+    double lr, grad_norm;
+    double t_compute, t_comm; // seconds in this step
+    double flops;             // floating-point operations of the step, all ranks
+    double imbalance;         // max/mean expert load, worst layer
+} step_stats_t;
+
+typedef struct {
+    cfg_t cfg;
+    int rank, nranks;
+    int T, Tl, t0; // global tokens, local tokens, first global token of this rank
+    int tb, nleaf; // tokens per reduction leaf, leaves on this rank
+    long Nmax;     // expert-side rows reserved per layer (worst case: all T*k slots)
+    router_opts_t ropt;
+    model_t model;
+    comm_ctx_t comm;
+    layer_acts_t* acts; // [L]
+    float* h;           // [L+1, Tl, d] layer inputs; h[L] is the output
+    // backward and exchange scratch, shared by all layers
+    float* xs;               // [Tl*k, d] slot rows (send side)
+    float* ye;               // [Nmax, d] expert outputs / expert-side gradients
+    float* de;               // [Nmax, d]
+    float* da;               // [Nmax, f]
+    float *dh0, *dh1;        // [Nmax, f]
+    float* dslot;            // [Tl*k, d]
+    float* dgates;           // [Tl, k]
+    float* dlogits;          // [Tl, E]
+    float* dxn;              // [Tl, d]
+    float* dnorm;            // [Tl, d]
+    float* dh;               // [2, Tl, d] ping-pong gradient of the layer outputs
+    float* grad_leaves;      // [nleaf, n_repl] per-leaf partial gradients of replicated tensors
+    double* stat_leaves;     // [nleaf, nstat] per-leaf loss statistics
+    int nstat;               // 1 + L*(E+1): mse, then per layer sum_t q_e and sum_t lse^2
+    double* stat_sum;        // [nstat]
+    double* expert_sq_local; // [3L, El] squared gradient norm of each local expert tensor
+    double* expert_sq;       // [P, 3L, El] the same, gathered from all ranks
+    int* counts_scratch;     // [E]
+    long step;               // optimizer steps completed
+    double t_comm_acc;       // comm seconds accumulated in the current step
+} train_t;
+
+// Sizes and carves every buffer from `a` (call twice: counting pass, then for real).
+void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a);
+// After the arena is reserved and laid out: comm set-up and weight initialisation.
+int train_setup(train_t* tr, MPI_Comm comm);
+
+// The layer pipeline (daemon/layer.c).
+void layer_forward(train_t* tr, int l, const float* hin, float* hout);
+// dout: gradient of this layer's output; writes the gradient of its input into din and
+// this layer's gradients into the model's gradient buffer and the leaf partials.
+void layer_backward(train_t* tr, int l, const float* hin, const float* dout, float* din);
+
+// One training step on this rank's batch x, y ([Tl, d] each). Returns MOED_OK or
+// MOED_ERR_NUMERIC when the loss or the gradient norm is not finite (weights untouched).
+int train_step(train_t* tr, const float* x, const float* y, double lr, step_stats_t* st);
+// Forward only: the loss of the batch (for tests and the golden harness).
+void train_forward(train_t* tr, const float* x);
+
+#endif
