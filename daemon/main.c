@@ -106,6 +106,48 @@ static void run_layout(run_state_t* s, const cfg_t* c, int rank, int nranks) {
 
 static const char* signame(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
+// The step loop. Every rank returns the same status: the control record and the reduced
+// loss are identical everywhere, so no extra agreement is needed.
+static int run_loop(run_state_t* s, const cfg_t* c, metrics_t* mt, int rank, MPI_Comm comm) {
+    train_t* tr = &s->tr;
+    control_t ctl = {0};
+    step_stats_t st = {0};
+    double first_loss = NAN, t_run = MPI_Wtime();
+    for (long step = tr->step; step < c->train.steps; step++) {
+        coord_control(&ctl, rank, step, c->train.steps, c->train.warmup_steps, c->train.lr,
+                      c->train.lr_min, comm);
+        if (ctl.stop) {
+            if (rank == 0)
+                printf("%smoed: %s received: stopped cleanly after %ld steps\n",
+                       mt->pending_newline ? "\n" : "", signame(ctl.stop), step);
+            mt->pending_newline = 0;
+            return MOED_OK;
+        }
+        double t0 = MPI_Wtime();
+        data_batch(&s->data, step, tr->T, tr->t0, s->x, s->y);
+        int rc = train_step(tr, s->x, s->y, ctl.lr, &st);
+        if (rc == MOED_ERR_NUMERIC) {
+            if (rank == 0)
+                fprintf(stderr,
+                        "moed: error: numerical failure at step %ld: loss = %g, gradient norm "
+                        "= %g (try a lower train.lr or train.clip > 0)\n",
+                        step, st.loss, st.grad_norm);
+            return rc;
+        }
+        if (isnan(first_loss)) first_loss = st.loss;
+        if (rank == 0) metrics_step(mt, tr, step + 1, &st, MPI_Wtime() - t0);
+    }
+    uint64_t digest = model_digest(&tr->model, tr->model.w);
+    if (rank == 0) {
+        printf("%smoed: done: %ld steps in %.1f s; loss %.6e -> %.6e; weights digest "
+               "%016llx\n",
+               mt->pending_newline ? "\n" : "", (long)c->train.steps, MPI_Wtime() - t_run,
+               first_loss, st.loss, (unsigned long long)digest);
+        mt->pending_newline = 0;
+    }
+    return MOED_OK;
+}
+
 static int cmd_run(int argc, char** argv, MPI_Comm comm) {
     int rank, nranks;
     MPI_Comm_rank(comm, &rank);
@@ -145,48 +187,10 @@ static int cmd_run(int argc, char** argv, MPI_Comm comm) {
                c.model.n_experts, c.model.top_k, c.model.n_layers, tr->T, s.arena.cap / 1048576.0);
         fflush(stdout);
     }
-
-    control_t ctl = {0};
-    step_stats_t st = {0};
-    double first_loss = NAN;
-    double t_run = MPI_Wtime();
-    for (long step = tr->step; step < c.train.steps; step++) {
-        coord_control(&ctl, rank, step, c.train.steps, c.train.warmup_steps, c.train.lr,
-                      c.train.lr_min, comm);
-        if (ctl.stop) {
-            if (rank == 0) {
-                metrics_close(&mt);
-                printf("moed: %s received: stopped cleanly after %ld steps\n", signame(ctl.stop),
-                       step);
-            }
-            return MOED_OK;
-        }
-        double t0 = MPI_Wtime();
-        data_batch(&s.data, step, tr->T, tr->t0, s.x, s.y);
-        rc = train_step(tr, s.x, s.y, ctl.lr, &st);
-        if (rc == MOED_ERR_NUMERIC) {
-            // every rank holds the same reduced loss and norm, so all agree without talking
-            if (rank == 0) {
-                metrics_close(&mt);
-                fprintf(stderr,
-                        "moed: error: numerical failure at step %ld: loss = %g, gradient norm "
-                        "= %g (try a lower train.lr or train.clip > 0)\n",
-                        step, st.loss, st.grad_norm);
-            }
-            return rc;
-        }
-        if (isnan(first_loss)) first_loss = st.loss;
-        if (rank == 0) metrics_step(&mt, tr, step + 1, &st, MPI_Wtime() - t0);
-    }
-    uint64_t digest = model_digest(&tr->model, tr->model.w);
-    if (rank == 0) {
-        metrics_close(&mt);
-        printf("moed: done: %ld steps in %.1f s; loss %.6e -> %.6e; weights digest "
-               "%016llx\n",
-               (long)c.train.steps, MPI_Wtime() - t_run, first_loss, st.loss,
-               (unsigned long long)digest);
-    }
-    return MOED_OK;
+    rc = run_loop(&s, &c, &mt, rank, comm);
+    if (rank == 0) metrics_close(&mt);
+    train_free(tr);
+    return rc;
 }
 
 static int cmd_config(int argc, char** argv) {

@@ -89,6 +89,11 @@ int train_setup(train_t* tr, MPI_Comm comm) {
     return MOED_OK;
 }
 
+void train_free(train_t* tr) {
+    for (int l = 0; l < tr->model.L; l++) comm_route_free(&tr->acts[l].route);
+    comm_free(&tr->comm);
+}
+
 void train_forward(train_t* tr, const float* x) {
     long n = (long)tr->Tl * tr->model.d;
     memcpy(tr->h, x, sizeof(float) * n);
@@ -180,7 +185,7 @@ static void update_bias(train_t* tr) {
         }
 }
 
-int train_step(train_t* tr, const float* x, const float* y, double lr, step_stats_t* st) {
+int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
     model_t* m = &tr->model;
     long n = (long)tr->Tl * m->d;
     double t_start = MPI_Wtime();
@@ -198,6 +203,7 @@ int train_step(train_t* tr, const float* x, const float* y, double lr, step_stat
         float* t = dcur;
         dcur = dnext, dnext = t;
     }
+    tr->dx = dcur;
 
     double t0 = MPI_Wtime();
     comm_tree_sum_d(&tr->comm, tr->stat_leaves, tr->nleaf, tr->nstat, tr->stat_sum);
@@ -208,8 +214,17 @@ int train_step(train_t* tr, const float* x, const float* y, double lr, step_stat
     t0 = MPI_Wtime();
     st->grad_norm = grad_norm(tr);
     tr->t_comm_acc += MPI_Wtime() - t0;
-    if (!isfinite(st->loss) || !isfinite(st->grad_norm)) return MOED_ERR_NUMERIC;
 
+    double per_layer = 3.0 * (2.0 * tr->T * m->k * m->d * m->f * 3 + 2.0 * tr->T * m->d * m->E);
+    st->flops = per_layer * m->L;
+    st->t_comm = tr->t_comm_acc;
+    st->t_compute = MPI_Wtime() - t_start - st->t_comm;
+    return isfinite(st->loss) && isfinite(st->grad_norm) ? MOED_OK : MOED_ERR_NUMERIC;
+}
+
+void train_apply(train_t* tr, double lr, step_stats_t* st) {
+    model_t* m = &tr->model;
+    double t0 = MPI_Wtime();
     float c = clip_factor(st->grad_norm, tr->cfg.train.clip);
     adamw_opts_t o = {lr, tr->cfg.train.beta1, tr->cfg.train.beta2, tr->cfg.train.eps,
                       tr->cfg.train.weight_decay};
@@ -221,11 +236,12 @@ int train_step(train_t* tr, const float* x, const float* y, double lr, step_stat
     }
     update_bias(tr);
     tr->step++;
-
-    double per_layer = 3.0 * (2.0 * tr->T * m->k * m->d * m->f * 3 + 2.0 * tr->T * m->d * m->E);
-    st->flops = per_layer * m->L;
     st->lr = lr;
-    st->t_comm = tr->t_comm_acc;
-    st->t_compute = MPI_Wtime() - t_start - st->t_comm;
-    return MOED_OK;
+    st->t_compute += MPI_Wtime() - t0;
+}
+
+int train_step(train_t* tr, const float* x, const float* y, double lr, step_stats_t* st) {
+    int rc = train_grad(tr, x, y, st);
+    if (rc == MOED_OK) train_apply(tr, lr, st);
+    return rc;
 }

@@ -61,6 +61,7 @@ typedef struct {
     float* dxn;              // [Tl, d]
     float* dnorm;            // [Tl, d]
     float* dh;               // [2, Tl, d] ping-pong gradient of the layer outputs
+    float* dx;               // -> the half of dh holding dL/dx after train_grad
     float* grad_leaves;      // [nleaf, n_repl] per-leaf partial gradients of replicated tensors
     double* stat_leaves;     // [nleaf, nstat] per-leaf loss statistics
     int nstat;               // 1 + L*(E+1): mse, then per layer sum_t q_e and sum_t lse^2
@@ -83,9 +84,16 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout);
 // this layer's gradients into the model's gradient buffer and the leaf partials.
 void layer_backward(train_t* tr, int l, const float* hin, const float* dout, float* din);
 
-// One training step on this rank's batch x, y ([Tl, d] each). Returns MOED_OK or
-// MOED_ERR_NUMERIC when the loss or the gradient norm is not finite (weights untouched).
+// Forward, loss and backward on this rank's batch x, y ([Tl, d] each): leaves the reduced,
+// unclipped gradients in model.g, dL/dx in tr->dx, and the loss in st. Returns MOED_OK or
+// MOED_ERR_NUMERIC when the loss or the gradient norm is not finite.
+int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st);
+// Clipping, AdamW with learning rate lr, and the router-bias update; counts one step.
+void train_apply(train_t* tr, double lr, step_stats_t* st);
+// train_grad then, when it succeeded, train_apply (weights untouched on failure).
 int train_step(train_t* tr, const float* x, const float* y, double lr, step_stats_t* st);
+// Releases the communication state (collective).
+void train_free(train_t* tr);
 // Forward only: the loss of the batch (for tests and the golden harness).
 void train_forward(train_t* tr, const float* x);
 

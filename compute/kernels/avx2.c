@@ -160,8 +160,8 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, con
 
 static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int kc,
                                                            const float* restrict ap,
-                                                           const float* restrict bp, float* c,
-                                                           long ldc, int overwrite) {
+                                                           const float* restrict bp, long ldb,
+                                                           float* c, long ldc, int overwrite) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
@@ -173,8 +173,8 @@ static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int k
     }
 #pragma GCC unroll 4
     for (int p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_load_ps(bp);
-        __m256 b1 = nv > 1 ? _mm256_load_ps(bp + 8) : b0;
+        __m256 b0 = _mm256_loadu_ps(bp);
+        __m256 b1 = nv > 1 ? _mm256_loadu_ps(bp + 8) : b0;
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             __m256 ai = _mm256_broadcast_ss(ap + i);
@@ -182,7 +182,7 @@ static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int k
             if (nv > 1) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
         ap += MR;
-        bp += NR;
+        bp += ldb;
     }
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
@@ -195,13 +195,13 @@ static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int k
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long ldc,
+typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, long ldb, float* c, long ldc,
                        int overwrite);
 
 #define UKR(M, V)                                                                              \
-    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,   \
-                              int overwrite) {                                                 \
-        ukr_body(M, V, kc, ap, bp, c, ldc, overwrite);                                         \
+    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, long ldb, float* c,   \
+                              long ldc, int overwrite) {                                       \
+        ukr_body(M, V, kc, ap, bp, ldb, c, ldc, overwrite);                                    \
     }
 UKR(1, 1) UKR(2, 1) UKR(3, 1) UKR(4, 1) UKR(5, 1) UKR(6, 1)
 UKR(1, 2) UKR(2, 2) UKR(3, 2) UKR(4, 2) UKR(5, 2) UKR(6, 2)
@@ -219,15 +219,15 @@ static const ukr_fn ukr_tab[MR + 1][3] = {
 
 // C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
 // of 8 go through a temporary tile so nothing outside C is read or written.
-static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
-                           long ldc, int overwrite) {
+static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, long ldb,
+                           float* c, long ldc, int overwrite) {
     int nv = (nr + 7) / 8;
     if (nr % 8 == 0) {
-        ukr_tab[mr][nv](kc, ap, bp, c, ldc, overwrite);
+        ukr_tab[mr][nv](kc, ap, bp, ldb, c, ldc, overwrite);
         return;
     }
     float tile[MR * NR] __attribute__((aligned(32))); // [mr][NR]: the product, C untouched
-    ukr_tab[mr][nv](kc, ap, bp, tile, NR, 1);
+    ukr_tab[mr][nv](kc, ap, bp, ldb, tile, NR, 1);
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             float* cij = c + i * ldc + j;
@@ -251,10 +251,14 @@ typedef struct {
     int accumulate;
 } gemm_args_t;
 
+#ifndef DIRECT_B_MAX_M
+#define DIRECT_B_MAX_M 48
+#endif
 static void gemm_rect(const gemm_args_t* g, int m0, int m1, int n0, int n1,
                       const kern_pack_t* pk) {
     float* abuf = pk->a; // [MC/MR panels][KC][MR]
     float* bbuf = pk->b; // [NC/NR panels][KC][NR]
+    int direct_b = g->csb == 1 && m1 - m0 <= DIRECT_B_MAX_M;
     for (int jc = n0; jc < n1; jc += NC) {
         int nc = MIN(NC, n1 - jc);
         for (int pc = 0; pc < g->k; pc += KC) {
@@ -265,15 +269,21 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int n0, int n1,
                 pack_a_block(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, abuf);
                 for (int jr = 0; jr < nc; jr += NR) {
                     int nr = MIN(NR, nc - jr);
-                    float* bp = bbuf + (long)jr * kc;
-                    if (ic == m0) {
-                        const float* src = g->b + pc * g->rsb + (jc + jr) * g->csb;
-                        const float* next = jr + 2 * NR <= nc ? src + NR * g->csb : NULL;
-                        pack_b_panel(kc, nr, src, g->rsb, g->csb, next, bp);
+                    const float* src = g->b + pc * g->rsb + (jc + jr) * g->csb;
+                    const float* bp = src; // B micro-panel [kc][ldb]
+                    long ldb = g->rsb;
+                    if (!direct_b || nr % 8) {
+                        float* dst = bbuf + (long)jr * kc;
+                        if (ic == m0) {
+                            const float* next = jr + 2 * NR <= nc ? src + NR * g->csb : NULL;
+                            pack_b_panel(kc, nr, src, g->rsb, g->csb, next, dst);
+                        }
+                        bp = dst;
+                        ldb = NR;
                     }
                     float* cblk = g->c + (long)ic * g->ldc + jc + jr;
                     for (int ir = 0; ir < mc; ir += MR)
-                        ukr_any(MIN(MR, mc - ir), nr, kc, abuf + (long)ir * kc, bp,
+                        ukr_any(MIN(MR, mc - ir), nr, kc, abuf + (long)ir * kc, bp, ldb,
                                 cblk + (long)ir * g->ldc, g->ldc, overwrite);
                 }
             }

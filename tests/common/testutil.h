@@ -14,4 +14,15 @@ double tu_rel_err_fd(const float* got, const double* want, long n);
 double tu_rel_err_ff(const float* got, const float* want, long n);
 double tu_rel_err_dd(const double* got, const double* want, long n);
 
+
+#include "config/config.h"
+#include "daemon/arena.h"
+#include "daemon/train.h"
+
+// A complete training state for tests: arena sized and reserved, comm set up on `comm`,
+// kernels initialised for `c->compute.threads` threads with the ISA of c->compute.isa,
+// weights initialised from the config's seed. Returns 0, or -1 (message on stderr).
+int tu_train_new(train_t* tr, arena_t* a, const cfg_t* c, MPI_Comm comm);
+void tu_train_free(train_t* tr, arena_t* a);
+
 #endif
