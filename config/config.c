@@ -115,10 +115,10 @@ static const cfg_key keys[] = {
     DBL(train, z_loss_coef, "0.001", 0, INFINITY, 0, "router z-loss coefficient beta"),
     DBL(train, bias_update_rate, "0.0", 0, INFINITY, 0,
         "aux-loss-free balancing bias step gamma (0 = off)"),
-    LONG(train, seed, "1234", 0, INFINITY, "seed of the initialisation and the synthetic inputs"),
+    LONG(train, seed, "1234", 0, INFINITY, "seed of the weight initialisation"),
 
     ENUM(data, source, "synthetic", source_names, "where the training tokens come from"),
-    LONG(data, teacher_seed, "4321", 0, INFINITY, "seed of the synthetic teacher MoE"),
+    LONG(data, teacher_seed, "4321", 0, INFINITY, "seed of the synthetic teacher MoE and of its inputs x"),
     INT(data, teacher_experts, "1", 1, 4096,
         "experts of the synthetic teacher (1: a dense SwiGLU teacher, the easiest target)"),
     INT(data, teacher_top_k, "1", 1, 4096, "teacher experts per token; <= teacher_experts"),

@@ -47,7 +47,8 @@ static int load_config(cfg_t* c, int argc, char** argv, int i, int nranks, char*
         snprintf(err, ERRLEN, "missing CONFIG file (moed --help)");
         return MOED_ERR_CONFIG;
     }
-    int rc = cfg_load_file(c, argv[i++], err, ERRLEN);
+    const char* file = argv[i++];
+    int rc = cfg_load_file(c, file, err, ERRLEN);
     for (; rc == 0 && i < argc; i++) {
         if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
             rc = cfg_set(c, argv[++i], err, ERRLEN);
@@ -69,7 +70,11 @@ static int load_config(cfg_t* c, int argc, char** argv, int i, int nranks, char*
             memcpy(err, tmp, ERRLEN);
         }
     }
-    if (rc == 0) rc = cfg_validate(c, nranks, err, ERRLEN);
+    if (rc == 0 && (rc = cfg_validate(c, nranks, err, ERRLEN))) {
+        char tmp[ERRLEN];
+        snprintf(tmp, sizeof tmp, "%s: %s", file, err);
+        memcpy(err, tmp, ERRLEN);
+    }
     return rc;
 }
 
