@@ -13,7 +13,10 @@ void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, co
                   float* m, float* v) {
     // Scalars in double as torch computes them on the host; the per-element arithmetic is
     // float, in the same order as torch's single-tensor AdamW.
+    // 1 - beta is a host scalar in torch (double, then float): rounding beta first and
+    // subtracting in float would be off by up to 1e-5 relative (beta2 = 0.999).
     float b1 = (float)o->beta1, b2 = (float)o->beta2;
+    float omb1 = (float)(1.0 - o->beta1), omb2 = (float)(1.0 - o->beta2);
     double bc1 = 1.0 - pow(o->beta1, (double)t);
     double bc2 = 1.0 - pow(o->beta2, (double)t);
     float step_size = (float)(o->lr / bc1);
@@ -22,8 +25,8 @@ void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, co
     float wd = decay ? (float)(1.0 - o->lr * o->weight_decay) : 1.0f;
     for (long i = 0; i < n; i++) {
         float pi = p[i] * wd;
-        float mi = m[i] * b1 + g[i] * (1.0f - b1);
-        float vi = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
+        float mi = m[i] * b1 + g[i] * omb1;
+        float vi = v[i] * b2 + g[i] * g[i] * omb2;
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = pi - step_size * (mi / denom);
         m[i] = mi;
