@@ -19,7 +19,10 @@ static void ref_sgemm(int m, int n, int k, const float* a, long rsa, long csa, c
 const kern_table_t kern_ref_table = {
     .name = "ref",
     .isa = KERN_REF,
-    .mr = 1, .nr = 1,          // no register blocking
-    .mc = 0, .kc = 0, .nc = 0, // no cache blocking: needs no pack buffers
+    .mr = 1, // no register blocking
+    .nr = 1,
+    .mc = 0, // no cache blocking: needs no pack buffers
+    .kc = 0,
+    .nc = 0,
     .sgemm = ref_sgemm,
 };

@@ -1,0 +1,26 @@
+// moed-bench: kernel, layer and comm benchmarks, one subcommand per file. A subcommand is a
+// function `int bench_NAME(int argc, char** argv)` that gets the options after its name and
+// returns the exit code; to add one, declare it here and add a line to the table in main.c.
+// Benchmarks print figures; they do not assert.
+#ifndef MOED_BENCH_H
+#define MOED_BENCH_H
+
+#include "compute/kernels/kernels.h"
+
+typedef int (*bench_fn)(int argc, char** argv);
+
+int bench_peak(int argc, char** argv);  // bench/peak.c:  FMA peak per ISA and thread count
+int bench_gemm(int argc, char** argv);  // bench/gemm.c:  grouped GEMM vs OpenBLAS and oneDNN
+int bench_layer(int argc, char** argv); // bench/layer.c: one MoE layer's training step
+
+// Measured FMA throughput in GFLOP/s of `threads` threads together running independent FMAs
+// of `isa`'s vector width (KERN_REF: scalar). Measured once per (isa, threads), then cached.
+// Returns 0 when the CPU lacks the ISA.
+double bench_peak_gflops(kern_isa_t isa, int threads);
+
+// Wall-clock seconds (monotonic).
+double bench_now(void);
+// Median of x[n] (sorts x in place).
+double bench_median(double* x, int n);
+
+#endif

@@ -1,0 +1,55 @@
+// moed-bench SUBCOMMAND [options]: the dispatcher. Each subcommand lives in its own file and
+// is one line in the table below.
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/bench.h"
+
+static const struct {
+    const char* name;
+    bench_fn fn;
+    const char* help;
+} subcommands[] = {
+    {"peak", bench_peak, "measured FMA peak per core and for all threads, per ISA"},
+    {"gemm", bench_gemm,
+     "grouped GEMM shapes of the MoE layer vs OpenBLAS and oneDNN [--quick] [--reps N] "
+     "[--isa NAME|all] [--threads N]"},
+    {"layer", bench_layer, "one MoE layer's training step [--threads N] [--reps N] [--quick]"},
+};
+enum { N_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };
+
+static void usage(FILE* f) {
+    fprintf(f, "usage: moed-bench SUBCOMMAND [options]\n\nsubcommands:\n");
+    for (int i = 0; i < N_SUBCOMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", subcommands[i].name, subcommands[i].help);
+}
+
+double bench_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double bench_median(double* x, int n) {
+    for (int i = 1; i < n; i++) // insertion sort: n is a handful of repetitions
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    if (n <= 0) return 0;
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (int i = 0; i < N_SUBCOMMANDS; i++)
+        if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "moed-bench: unknown subcommand '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
