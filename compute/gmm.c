@@ -1,7 +1,6 @@
 #include "compute/gmm.h"
 
 #include "compute/kernels/kernels.h"
-#include "compute/swiglu.h"
 
 void gmm_up_forward(const gmm_shape_t* s, const float* x, const float* w0, const float* w1,
                     float* h0, float* h1, float* a) {
@@ -14,7 +13,7 @@ void gmm_up_forward(const gmm_shape_t* s, const float* x, const float* w0, const
         kern->sgemm(n, f, d, xg, d, 1, w1 + (long)g * d * f, f, 1, h1 + r0 * f, f, 0);
     }
     long N = s->offs[s->n_groups];
-    swiglu_forward(N * f, h0, h1, a);
+    kern->swiglu_fwd(N * f, h0, h1, a);
 }
 
 void gmm_down_forward(const gmm_shape_t* s, const float* a, const float* wo, float* y) {
@@ -44,7 +43,7 @@ void gmm_up_backward(const gmm_shape_t* s, const float* x, const float* w0, cons
                      float* dx, float* dw0, float* dw1) {
     int d = s->d, f = s->f;
     long N = s->offs[s->n_groups];
-    swiglu_backward(N * f, h0, h1, da, dh0, dh1);
+    kern->swiglu_bwd(N * f, h0, h1, da, dh0, dh1);
     for (int g = 0; g < s->n_groups; g++) {
         long r0 = s->offs[g], n = s->offs[g + 1] - r0;
         const float* xg = x + r0 * d;

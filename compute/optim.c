@@ -23,6 +23,8 @@ void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, co
     float bc2_sqrt = (float)sqrt(bc2);
     float eps = (float)o->eps;
     float wd = decay ? (float)(1.0 - o->lr * o->weight_decay) : 1.0f;
+    // Element-wise: threads split the range without changing any result.
+#pragma omp parallel for schedule(static) if (n >= 1 << 16)
     for (long i = 0; i < n; i++) {
         float pi = p[i] * wd;
         float mi = m[i] * b1 + g[i] * omb1;
@@ -35,9 +37,14 @@ void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, co
 }
 
 double sumsq(long n, const float* g) {
-    double s = 0;
-    for (long i = 0; i < n; i++) s += (double)g[i] * g[i];
-    return s;
+    // Four interleaved accumulators: a fixed order (so the same bits at any P or thread
+    // count) that does not serialise on one add's latency.
+    double s[4] = {0, 0, 0, 0};
+    long i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; j++) s[j] += (double)g[i + j] * g[i + j];
+    for (; i < n; i++) s[0] += (double)g[i] * g[i];
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 float clip_factor(double total_norm, double max_norm) {

@@ -596,5 +596,7 @@ const kern_table_t kern_avx2_table = {
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
     .sgemm = avx2_sgemm,
+    .swiglu_fwd = avx2_swiglu_fwd,
+    .swiglu_bwd = avx2_swiglu_bwd,
 };
 // clang-format on

@@ -20,12 +20,20 @@ typedef void (*kern_sgemm_fn)(int m, int n, int k, const float* a, long rsa, lon
                               const float* b, long rsb, long csb, float* c, long ldc,
                               int accumulate);
 
+// SwiGLU over n elements: a = silu(h0) * h1; backward da -> dh0, dh1. Element-wise, so the
+// result never depends on the thread count; fast ISAs use a vector exp (within 2 ulp of expf).
+typedef void (*kern_swiglu_fwd_fn)(long n, const float* h0, const float* h1, float* a);
+typedef void (*kern_swiglu_bwd_fn)(long n, const float* h0, const float* h1, const float* da,
+                                   float* dh0, float* dh1);
+
 typedef struct {
     const char* name; // "ref", "avx2", "avx512"
     kern_isa_t isa;
     int mr, nr;         // micro-tile (register block)
     int mc, kc, nc;     // cache blocks
     kern_sgemm_fn sgemm;
+    kern_swiglu_fwd_fn swiglu_fwd;
+    kern_swiglu_bwd_fn swiglu_bwd;
 } kern_table_t;
 
 // The table for an ISA, or NULL when this build or this CPU cannot run it.
@@ -52,6 +60,10 @@ extern const kern_table_t kern_avx2_table;
 #ifdef MOED_HAVE_AVX512
 extern const kern_table_t kern_avx512_table;
 #endif
+// Element-wise AVX2 kernels (compute/kernels/avx2_swiglu.c).
+void avx2_swiglu_fwd(long n, const float* h0, const float* h1, float* a);
+void avx2_swiglu_bwd(long n, const float* h0, const float* h1, const float* da, float* dh0,
+                     float* dh1);
 
 // One thread's pack buffers, allocated by kern_init (aligned to 64 bytes), sized for the
 // largest blocking among the compiled-in tables (kern_init in dispatch.c):

@@ -3,6 +3,7 @@
 // accumulator summed over p = 0, 1, ..., k-1 in that order (no FMA contraction: the build
 // passes -ffp-contract=off), so the result depends only on the inputs.
 #include "compute/kernels/kernels.h"
+#include "compute/swiglu.h"
 
 static void ref_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
                       long rsb, long csb, float* c, long ldc, int accumulate) {
@@ -25,4 +26,6 @@ const kern_table_t kern_ref_table = {
     .kc = 0,
     .nc = 0,
     .sgemm = ref_sgemm,
+    .swiglu_fwd = swiglu_forward,
+    .swiglu_bwd = swiglu_backward,
 };
