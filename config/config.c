@@ -62,7 +62,10 @@ typedef struct {
 
 static const enum_name router_names[] = {
     {"softmax", CFG_ROUTER_SOFTMAX}, {"sigmoid", CFG_ROUTER_SIGMOID}, {NULL, 0}};
-static const enum_name source_names[] = {{"synthetic", CFG_DATA_SYNTHETIC}, {NULL, 0}};
+static const enum_name source_names[] = {
+    {"synthetic", CFG_DATA_SYNTHETIC}, {"hdf5", CFG_DATA_HDF5}, {NULL, 0}};
+static const enum_name resume_names[] = {
+    {"never", CFG_RESUME_NEVER}, {"auto", CFG_RESUME_AUTO}, {NULL, 0}};
 static const enum_name dispatcher_names[] = {{"alltoallv", CFG_DISPATCH_ALLTOALLV}, {NULL, 0}};
 static const enum_name isa_names[] = {{"auto", CFG_ISA_AUTO},
                                       {"ref", CFG_ISA_REF},
@@ -117,12 +120,22 @@ static const cfg_key keys[] = {
         "aux-loss-free balancing bias step gamma (0 = off)"),
     LONG(train, seed, "1234", 0, INFINITY, "seed of the weight initialisation"),
 
-    ENUM(data, source, "synthetic", source_names, "where the training tokens come from"),
+    ENUM(data, source, "synthetic", source_names,
+         "where the training tokens come from (hdf5: /x and /y of data.path)"),
+    STR(data, path, "", 0, "HDF5 file with float32 /x and /y [N, d_model] (data.source = hdf5)"),
     LONG(data, teacher_seed, "4321", 0, INFINITY, "seed of the synthetic teacher MoE and of its inputs x"),
     INT(data, teacher_experts, "1", 1, 4096,
         "experts of the synthetic teacher (1: a dense SwiGLU teacher, the easiest target)"),
     INT(data, teacher_top_k, "1", 1, 4096, "teacher experts per token; <= teacher_experts"),
     INT(data, teacher_d_ff, "16", 1, 65536, "hidden width of each teacher expert"),
+
+    STR(checkpoint, dir, "checkpoints", 1,
+        "checkpoint directory; a relative path is taken inside run.dir"),
+    INT(checkpoint, every, "0", 0, 1000000000,
+        "steps between checkpoints (0: only at the end and on stop signals)"),
+    INT(checkpoint, keep, "3", 1, 1000000, "newest step files kept; older ones are deleted"),
+    ENUM(checkpoint, resume, "never", resume_names,
+         "auto: continue from the checkpoint LATEST names (or the newest valid one)"),
 
     ENUM(comm, dispatcher, "alltoallv", dispatcher_names, "token dispatch/combine strategy"),
 
@@ -392,11 +405,6 @@ void cfg_defaults(cfg_t* c) {
     // Fields of features that are not implemented yet: not in the table, so not settable.
     c->model.capacity_factor = 0.0; // dropless
     c->model.n_shared_experts = 0;
-    c->data.path[0] = '\0';
-    snprintf(c->checkpoint.dir, sizeof c->checkpoint.dir, "checkpoints");
-    c->checkpoint.every = 0; // no checkpoints
-    c->checkpoint.keep = 3;
-    c->checkpoint.resume = CFG_RESUME_NEVER;
     c->comm.chunks = 1;
     c->comm.chunk_axis = CFG_CHUNK_TOKENS;
     c->log.dead_expert_steps = 100;
@@ -622,6 +630,8 @@ static int validate_train(const cfg_t* c, char* err, size_t errlen) {
     if (c->train.warmup_steps > c->train.steps)
         FAIL("train.warmup_steps (%d) must be <= train.steps (%d)", c->train.warmup_steps,
              c->train.steps);
+    if (c->data.source == CFG_DATA_HDF5 && c->data.path[0] == '\0')
+        FAIL("data.source = hdf5 needs data.path (an HDF5 file with /x and /y)");
     if (c->data.teacher_top_k > c->data.teacher_experts)
         FAIL("data.teacher_top_k (%d) must be <= data.teacher_experts (%d)", c->data.teacher_top_k,
              c->data.teacher_experts);

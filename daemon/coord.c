@@ -16,6 +16,7 @@ void coord_install_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); // Slurm's --signal=B:USR1@T before a time limit
 }
 
 void coord_control(control_t* ctl, int rank, long step, long steps, long warmup, double lr,

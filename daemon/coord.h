@@ -1,6 +1,6 @@
 // Rank 0 coordinates: it owns the schedule and the stop decision and broadcasts one control
 // record before every step, so all ranks agree on the step, its learning rate, and whether
-// to stop at this step boundary. Signal handlers only set a flag.
+// to stop at this step boundary. Signal handlers (SIGINT, SIGTERM, SIGUSR1) only set a flag.
 #ifndef MOED_COORD_H
 #define MOED_COORD_H
 

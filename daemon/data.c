@@ -8,13 +8,17 @@
 #include "compute/permute.h"
 #include "compute/rmsnorm.h"
 #include "compute/rng.h"
+#include "config/status.h"
 
 #define ALLOC(a, type, n) ((type*)arena_alloc((a), sizeof(type) * (size_t)(n)))
 #define TEACHER_LAYER 0xFFFFF // a stream layer id no student layer uses
 
 void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a) {
     memset(D, 0, sizeof *D);
-    D->d = c->model.d_model, D->f = c->data.teacher_d_ff, D->Tl = Tl;
+    D->source = c->data.source;
+    D->d = c->model.d_model, D->Tl = Tl;
+    if (D->source != CFG_DATA_SYNTHETIC) return;
+    D->f = c->data.teacher_d_ff;
     D->Et = c->data.teacher_experts, D->kt = c->data.teacher_top_k;
     D->residual = c->model.residual;
     D->seed = (unsigned long)c->data.teacher_seed;
@@ -48,7 +52,7 @@ static void fill(float* w, long n, unsigned long seed, int kind, uint32_t index,
         w[j] = std * rng_normal(seed, RNG_STREAM(kind, TEACHER_LAYER), index, (uint64_t)j);
 }
 
-void data_init(data_t* D) {
+static void teacher_init(data_t* D) {
     int d = D->d, f = D->f;
     long per = (long)d * f;
     fill(D->wr, (long)d * D->Et, D->seed, RNG_ROUTER, 0, 1.0f / sqrtf((float)d));
@@ -60,7 +64,22 @@ void data_init(data_t* D) {
     for (int j = 0; j < d; j++) D->ones[j] = 1.0f;
 }
 
-void data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
+int data_open(data_t* D, const cfg_t* c, int rank, int nranks, MPI_Comm comm, char* err,
+              size_t errlen) {
+    if (D->source == CFG_DATA_SYNTHETIC) {
+        teacher_init(D);
+        return MOED_OK;
+    }
+    return data_hdf5_open(&D->h5, c->data.path, D->d, c->train.global_batch_tokens, rank, nranks,
+                          comm, err, errlen);
+}
+
+void data_close(data_t* D) {
+    if (D->source == CFG_DATA_HDF5) data_hdf5_close(&D->h5);
+}
+
+int data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
+    if (D->source == CFG_DATA_HDF5) return data_hdf5_batch(&D->h5, step, x, y);
     int d = D->d, Tl = D->Tl, Et = D->Et, kt = D->kt;
     uint64_t first = ((uint64_t)step * T + t0) * d; // global element index of x[0, 0]
     for (long i = 0; i < (long)Tl * d; i++)
@@ -84,4 +103,5 @@ void data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
     unpermute_forward(Tl, kt, d, D->slot_pos, D->gates, D->ye, y);
     if (D->residual)
         for (long i = 0; i < (long)Tl * d; i++) y[i] = x[i] + y[i];
+    return MOED_OK;
 }

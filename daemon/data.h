@@ -1,15 +1,20 @@
-// Training data. `synthetic`: x ~ N(0, 1) from the counter-based RNG keyed by the global
-// token index, y = teacher(x) where the teacher is a fixed random MoE layer with its own
-// seed, expert count, top-k and hidden width), so the student has a function to
-// learn and the loss can fall by orders of magnitude (DESIGN.md §2).
+// Training data. `hdf5`: rows of /x and /y from data.path (daemon/data_hdf5.h). `synthetic`: x ~
+// N(0, 1) from the counter-based RNG keyed by the global token index, y = teacher(x) where the
+// teacher is a fixed random MoE layer with its own seed, expert count, top-k and hidden width), so
+// the student has a function to learn and the loss can fall by orders of magnitude (DESIGN.md §2).
 #ifndef MOED_DATA_H
 #define MOED_DATA_H
+
+#include <mpi.h>
 
 #include "compute/router.h"
 #include "config/config.h"
 #include "daemon/arena.h"
+#include "daemon/data_hdf5.h"
 
 typedef struct {
+    int source; // CFG_DATA_*
+    data_hdf5_t h5;
     int d, f, Et, kt, Tl, residual;
     unsigned long seed;
     router_opts_t ropt;
@@ -31,8 +36,13 @@ typedef struct {
 } data_t;
 
 void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a);
-void data_init(data_t* D);
-// The batch of step `step` for global tokens [t0, t0 + Tl): x, y [Tl, d].
-void data_batch(data_t* D, long step, long T, long t0, float* x, float* y);
+// After the arena is reserved: the teacher's weights, or the HDF5 file opened and validated
+// (collective; MOED_ERR_DATA with a message in err on every rank when it is unusable).
+int data_open(data_t* D, const cfg_t* c, int rank, int nranks, MPI_Comm comm, char* err,
+              size_t errlen);
+// The batch of step `step` for global tokens [t0, t0 + Tl): x, y [Tl, d]. Collective for
+// hdf5. Returns MOED_OK or MOED_ERR_DATA.
+int data_batch(data_t* D, long step, long T, long t0, float* x, float* y);
+void data_close(data_t* D);
 
 #endif

@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 PKGS=(build-essential cmake pkg-config mpich libmpich-dev libhdf5-mpich-dev libfabric-dev
       check libinih-dev libopenblas-dev libdnnl-dev libsimde-dev
-      python3-torch python3-numpy python3-h5py)
+      python3-torch python3-numpy python3-h5py python3-matplotlib)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -17,7 +17,8 @@ for sig in TERM INT; do
   kill -$sig "$(pgrep -P $pid)"
   wait $pid; rc=$?
   set -e
-  cat "$WORK/out-$sig" | tail -2
+  tail -2 "$WORK/out-$sig"
+  [ "$rc" -eq 0 ] || tail -5 "$WORK/err-$sig"
   check "SIG$sig: exit 0 (got $rc)" [ "$rc" -eq 0 ]
   check "SIG$sig: says it stopped" grep -q "SIG$sig received: stopped cleanly after [0-9]* steps" "$WORK/out-$sig"
   n=$(sed -n 's/.*stopped cleanly after \([0-9]*\) steps.*/\1/p' "$WORK/out-$sig")

@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
     data_layout(&D, &c, T, &da);
     if (arena_reserve(&da) != 0) die("out of memory (data)");
     data_layout(&D, &c, T, &da);
-    data_init(&D);
+    char derr[CFG_ERRLEN];
+    if (data_open(&D, &c, 0, 1, MPI_COMM_SELF, derr, sizeof derr) != 0) die(derr);
     float* x = malloc(sizeof(float) * (size_t)T * d);
     float* y = malloc(sizeof(float) * (size_t)T * d);
     if (!x || !y) die("out of memory");

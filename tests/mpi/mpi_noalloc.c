@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     long n = (long)tr.Tl * c.model.d_model;
     REQUIRE(arena_reserve(&ad) == 0);
     data_layout(&D, &c, tr.Tl, &ad);
-    data_init(&D);
+    REQUIRE(data_open(&D, &c, rank, 1, MPI_COMM_SELF, err, sizeof err) == 0);
     metrics_t mt;
     char dir[] = "/tmp/moed-noalloc.XXXXXX";
     if (rank == 0)

@@ -39,10 +39,15 @@ static const char* all_keys[] = {
     "train.bias_update_rate",
     "train.seed",
     "data.source",
+    "data.path",
     "data.teacher_seed",
     "data.teacher_experts",
     "data.teacher_top_k",
     "data.teacher_d_ff",
+    "checkpoint.dir",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "checkpoint.resume",
     "comm.dispatcher",
     "compute.isa",
     "compute.threads",
@@ -264,7 +269,7 @@ START_TEST(test_unknown_section) {
     expect_file_error("[modle]\nd_model = 32\n", "unknown section [modle]");
     expect_file_error("[model]\nd_model = 32\n\n[empty]\n", "unknown section [empty]");
     expect_file_error("[model]\nd_model = 32\n\n[empty]\n", ":4:");
-    expect_file_error("[checkpoint]\nevery = 10\n", "unknown section [checkpoint]");
+    expect_file_error("[chekpoint]\nevery = 10\n", "unknown section [chekpoint]");
     expect_set_error("modle.d_model=32", "unknown section [modle]");
 }
 END_TEST
@@ -320,7 +325,8 @@ START_TEST(test_bad_enum) {
     expect_file_error("[model]\nrouter = relu\n", "softmax, sigmoid");
     expect_set_error("compute.isa=sse", "must be one of: auto, ref, avx2, avx512");
     // Values of later features are not accepted yet.
-    expect_set_error("data.source=hdf5", "data.source");
+    expect_set_error("data.source=csv", "data.source");
+    expect_set_error("checkpoint.resume=sometimes", "must be one of: never, auto");
     expect_set_error("comm.dispatcher=ring", "comm.dispatcher");
 }
 END_TEST
@@ -489,6 +495,10 @@ START_TEST(test_cross_key) {
     set_ok(&c, "model.n_groups=8");
     set_ok(&c, "model.topk_groups=4");
     expect_invalid(&c, 1, "model.n_groups (8) leaves 1 expert(s) per group");
+
+    cfg_defaults(&c);
+    set_ok(&c, "data.source=hdf5");
+    expect_invalid(&c, 1, "data.source = hdf5 needs data.path");
 
     cfg_defaults(&c);
     set_ok(&c, "data.teacher_top_k=5");
