@@ -97,6 +97,8 @@ int kern_init(int max_threads) {
             return -1;
         }
         packs[t].b = packs[t].a + a_len;
+        packs[t].a_floats = a_floats;
+        packs[t].b_floats = b_floats;
     }
     return 0;
 }

@@ -60,6 +60,11 @@ extern const kern_table_t kern_avx2_table;
 #ifdef MOED_HAVE_AVX512
 extern const kern_table_t kern_avx512_table;
 #endif
+// compute/kernels/avx512.c built a second time without AVX-512, its SIMDe intrinsics emulated
+// on AVX2/FMA (-DMOED_KERN_AVX512_EMULATED, target moed_avx512_emu in tests/CMakeLists.txt):
+// the same blocking and micro-kernels as kern_avx512_table, runnable on any AVX2 CPU. Not in
+// the dispatch table; only tests link it (MOED_HAVE_AVX512_EMU is defined where they do).
+extern const kern_table_t kern_avx512_emu_table;
 // Element-wise AVX2 kernels (compute/kernels/avx2_swiglu.c).
 void avx2_swiglu_fwd(long n, const float* h0, const float* h1, float* a);
 void avx2_swiglu_bwd(long n, const float* h0, const float* h1, const float* da, float* dh0,
@@ -74,6 +79,7 @@ void avx2_swiglu_bwd(long n, const float* h0, const float* h1, const float* da, 
 typedef struct {
     float* a;
     float* b;
+    size_t a_floats, b_floats; // the sizes above without the slack: a kernel checks its blocking
 } kern_pack_t;
 
 // Buffers of thread `tid` (0 <= tid < kern_pack_threads()), or NULL before kern_init.

@@ -1,0 +1,761 @@
+// AVX-512 sgemm and SwiGLU, BLIS-style like avx2.c (Van Zee & van de Geijn, TOMS 2015).
+//
+// One source, two builds. Every intrinsic is written with SIMDe's names (simde_mm512_*,
+// <simde/x86/avx512.h>, native aliases off):
+// - native (moedcore, CMakeLists.txt gives avx512*.c -mavx512f/dq/vl/bw -mfma -O3): SIMDe maps
+//   each call to the AVX-512 instruction itself; defines kern_avx512_table ("avx512"), served
+//   by dispatch.c on CPUs with AVX-512 F/DQ/VL/BW;
+// - emulated (tests/CMakeLists.txt, target moed_avx512_emu: -mavx2 -mfma -O3
+//   -DMOED_KERN_AVX512_EMULATED): SIMDe lowers each 512-bit operation to two AVX2/FMA ones
+//   (an FMA stays one fused FMA), so the same micro-kernels, packing and edge handling run,
+//   at about a tenth of the native speed, on CPUs without AVX-512; defines kern_avx512_emu_table
+//   ("avx512-emulated"), which only the unit tests use. Nothing here uses what Debian's SIMDe 0.7.4
+//   lacks (masked loads/stores, reduce_add, cvtps_epi32): tails go through zero-padded packed
+//   panels and a temporary C tile, as in avx2.c.
+//
+//   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
+//     for pc in [0, k) step KC          the k loop: sequential, never split between threads
+//       for ic in [0, m) step MC        A block  MC x KC  packed, lives in L2
+//         for jr in [0, nc) step NR     B micro-panel KC x NR  lives in L1
+//           for ir in [0, mc) step MR   A micro-panel MR x KC  streams from L2
+//             micro-kernel: C[MR, NR] (+)= A-panel * B-panel, 24 zmm accumulators
+//
+// Micro-tile MR x NR = 12 x 32: 12 rows (broadcasts of A) x 2 zmm of B (32 columns).
+// - Latency x throughput: a Xeon core retires 2 zmm FMAs per cycle with 4 cycles of latency,
+//   so at least 8 independent accumulator chains keep both ports busy; 24 leave 3x that margin
+//   (each chain waits 12 cycles between its FMAs, for 4 needed), which also absorbs the L2
+//   latency of the A stream. It is BLIS's SKX sgemm shape (32 x 12 there, C column-major).
+// - Registers: 24 accumulators + 2 B vectors + 1 broadcast = 27 of the 32 zmm, so the compiler
+//   has room for addresses and temporaries without spilling in the k loop. 14 x 32 (28
+//   accumulators) would use 31 and gain 1/14 in loads per FMA; 6 x 64 (24 accumulators, 4 B
+//   vectors per k step) needs B micro-panels twice as wide, doubling partial-tile waste on the
+//   MoE shapes' n.
+// - Loads per k step: 2 aligned zmm of B from L1 + 12 broadcasts of A = 14 loads for 24 FMAs,
+//   inside the 2 loads per cycle of the load ports while the FMAs take 12 cycles.
+// - MR = 12 covers the MoE layer's small m (tokens per expert, e.g. 32 = 12 + 12 + 8) with
+//   full or near-full tiles; partial tiles have their own smaller kernels (below).
+// Cache blocks:
+// - KC = 192: the B micro-panel KC x NR x 4 B = 24 KiB is half of the 48 KiB L1D of Ice Lake /
+//   Sapphire Rapids (the avx2.c rule); the A micro-panel (9 KiB) streams beside it. On 32 KiB
+//   L1D parts (Skylake-X) B spills to L2 partly, which its bandwidth (64 B/cycle) still feeds:
+//   128 B of B per 12 cycles.
+// - MC = 384 (32 micro-tiles): the A block MC x KC x 4 B = 288 KiB sits in a 1-2 MiB L2 beside
+//   the B micro-panels, and each B micro-panel is reused 32 times per L1 fill.
+// - NC = 4064 (127 x NR): the B block KC x NC = 3 MiB, a slice of L3; KC * (NC + NR) = 3 MiB
+//   of pack buffer (dispatch.c sizes for the largest compiled table).
+// First measurements (an Intel Xeon with AVX-512 FP16, i.e. Sapphire Rapids class, in a VM
+// whose runs vary by +-25%; one thread unless said): 1536^3 120-150 GFLOP/s (avx2.c: 80),
+// 16 threads 0.8-1.1 TFLOP/s (avx2.c: 0.74-0.81); the MoE shapes 32x1024x4096 ~90 (avx2.c: 64),
+// 32x4096x1024 ~75 (61), 1024x4096x32 ~133 (78). Of six (KC, MC) pairs tried, KC in 128-384
+// and MC in 240-768, KC = 192 / MC = 384 was best or within noise of it on every shape; KC =
+// 256 and 384 ran the small-m shapes 10-45% slower. Worth re-measuring with moed-bench gemm.
+//
+// The memory-side design is avx2.c's (see there for the measurements behind it): B packed
+// during the first ic pass, software-pipelined with the arithmetic in groups of panels;
+// prefetch streams for the next pieces of B and the next A block; short blocks (kc < SHORT_KC)
+// walk C along its rows; pack buffers in huge pages (dispatch.c). Row-major B is read in
+// groups of 2 panels (runs of 2 x 128 B per row, the run length avx2.c measured best).
+//
+// Determinism (DESIGN.md §3): every C element is one FMA chain over p inside a KC block,
+// starting from zero, and the KC blocks are added to C in increasing order (the first one
+// stores when accumulate = 0). The partial-tile kernels run the same chain per element, so the
+// bits of a C element do not depend on the tile it falls in, on the thread partition, or on
+// the thread count. Threads own disjoint rectangles of C and pack their own copies of A and
+// B. The bits need not equal avx2's or ref's (different KC), only be a function of the inputs;
+// the native and emulated builds agree with each other as well, both doing the same IEEE
+// operations in the same order.
+#include "compute/kernels/kernels.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <simde/x86/avx512.h>
+
+#ifdef MOED_KERN_AVX512_EMULATED
+#define KERN_TABLE kern_avx512_emu_table
+#define KERN_NAME "avx512-emulated"
+#else
+#if !defined(__AVX512F__) || !defined(SIMDE_X86_AVX512F_NATIVE)
+#error "compute/kernels/avx512.c: the native build needs -mavx512f (CMakeLists.txt sets it)"
+#endif
+#define KERN_TABLE kern_avx512_table
+#define KERN_NAME "avx512"
+#endif
+
+#define MR 12   // rows of the micro-tile: 12 broadcasts of A per k step
+#define NR 32   // columns of the micro-tile: two zmm of B per k step
+#define MC 384  // A block MC x KC = 288 KiB: in L2 beside the B panels
+#define KC 192  // B micro-panel KC x NR = 24 KiB: half of a 48 KiB L1D
+#define NC 4064 // B block KC x NC = 3 MiB: a slice of L3
+
+#define VL 16 // floats per zmm
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+#define PF_HINT SIMDE_MM_HINT_T0 // software prefetches of pack sources: into L1 (and L2)
+
+_Static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole micro-tiles");
+_Static_assert(NR == 2 * VL, "the micro-kernels hold NR columns in two zmm");
+_Static_assert(MR <= VL, "the transposing A packer fits MR rows in one 16 x 16 transpose");
+_Static_assert(KERN_PACK_SLACK >= VL - MR,
+               "transposing A packer stores up to VL - MR floats past a panel");
+
+// ---------------------------------------------------------------------------------------------
+// Packing. A micro-panel of A is [kc][MR] (MR consecutive rows for each p), a micro-panel of B
+// is [kc][NR] (NR consecutive columns for each p). Rows or columns past the matrix edge are
+// packed as zeros: a partial tile computes whole 16-column vectors on them into a temporary
+// tile, of which only the valid part reaches C. All four transposition cases are a choice of
+// (rs, cs) read here.
+// ---------------------------------------------------------------------------------------------
+
+// In-register 16x16 transpose: r[i] lane j  ->  r[j] lane i. Pairs of rows interleave within
+// 128-bit lanes (unpack), quads of rows gather one column per lane (shuffle_ps), then a 4x4
+// transpose of 128-bit lanes (two rounds of shuffle_f32x4) puts each column in one register.
+static inline __attribute__((always_inline)) void transpose16(simde__m512 r[16]) {
+    simde__m512 t[16], s[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = simde_mm512_unpacklo_ps(r[i], r[i + 1]);     // per lane: r0[0] r1[0] r0[1] r1[1]
+        t[i + 1] = simde_mm512_unpackhi_ps(r[i], r[i + 1]); // per lane: r0[2] r1[2] r0[3] r1[3]
+    }
+    for (int g = 0; g < 4; g++) { // rows 4g..4g+3: s[4g + c] lane L = column 4L + c
+        s[4 * g + 0] = simde_mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        s[4 * g + 1] = simde_mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+        s[4 * g + 2] = simde_mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        s[4 * g + 3] = simde_mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+    }
+    for (int c = 0; c < 4; c++) { // column 4L + c: lane g from s[4g + c] lane L
+        simde__m512 u0 = simde_mm512_shuffle_f32x4(s[c], s[4 + c], 0x44); // s0.L0 L1 s4.L0 L1
+        simde__m512 u1 = simde_mm512_shuffle_f32x4(s[c], s[4 + c], 0xee); // s0.L2 L3 s4.L2 L3
+        simde__m512 u2 = simde_mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0x44);
+        simde__m512 u3 = simde_mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0xee);
+        r[c] = simde_mm512_shuffle_f32x4(u0, u2, 0x88);      // lane 0 of s0, s4, s8, s12
+        r[4 + c] = simde_mm512_shuffle_f32x4(u0, u2, 0xdd);  // lane 1
+        r[8 + c] = simde_mm512_shuffle_f32x4(u1, u3, 0x88);  // lane 2
+        r[12 + c] = simde_mm512_shuffle_f32x4(u1, u3, 0xdd); // lane 3
+    }
+}
+
+// One A micro-panel: rows [0, mr) of a (element (r, p) at a[r*rsa + p*csa]) into dst [kc][MR].
+static void pack_a_panel(int mr, int kc, const float* a, long rsa, long csa, float* restrict dst) {
+    int p = 0;
+    if (mr == MR && csa == 1) {
+        // A row-major (the NN and NT cases): each row is contiguous in p. Transpose 16 p at a
+        // time (rows MR..15 zero); the 16-float stores overlap, each one's lanes MR..15
+        // overwritten by the next (the last one spills VL - MR floats into the next panel or
+        // the slack, packed later).
+        for (; p + VL <= kc; p += VL) {
+            simde__m512 r[16];
+            for (int i = 0; i < MR; i++) r[i] = simde_mm512_loadu_ps(a + i * rsa + p);
+            for (int i = MR; i < 16; i++) r[i] = simde_mm512_setzero_ps();
+            transpose16(r);
+            for (int j = 0; j < 16; j++) simde_mm512_storeu_ps(dst + (p + j) * MR, r[j]);
+        }
+    }
+    for (; p < kc; p++) {
+        for (int i = 0; i < mr; i++) dst[p * MR + i] = a[i * rsa + p * csa];
+        for (int i = mr; i < MR; i++) dst[p * MR + i] = 0.0f;
+    }
+}
+
+// The A block: rows [0, mc) into consecutive micro-panels, panel q at dst + q*MR*kc.
+static void pack_a_block(int mc, int kc, const float* a, long rsa, long csa, float* dst) {
+    if (rsa == 1 && csa != 1) {
+        // A column-major (TN, TT): a p-slice of all mc rows is contiguous. Walk p outermost
+        // so each source line is read once; p-inner per panel would stride by csa and, for
+        // power-of-two csa, thrash one L1 set per panel. 12 floats = one ymm + one xmm.
+        int full = mc / MR * MR;
+        for (int p = 0; p < kc; p++) {
+            const float* src = a + p * csa;
+            float* d = dst + p * MR;
+            for (int ir = 0; ir < full; ir += MR, d += (long)MR * kc) {
+                simde_mm256_storeu_ps(d, simde_mm256_loadu_ps(src + ir));
+                simde_mm_storeu_ps(d + 8, simde_mm_loadu_ps(src + ir + 8));
+            }
+        }
+        if (full < mc) pack_a_panel(mc - full, kc, a + full, rsa, csa, dst + (long)full * kc);
+        return;
+    }
+    for (int ir = 0; ir < mc; ir += MR)
+        pack_a_panel(MIN(MR, mc - ir), kc, a + ir * rsa, rsa, csa, dst + (long)ir * kc);
+}
+
+// One B micro-panel: columns [0, nr) of b (element (p, j) at b[p*rsb + j*csb]) into
+// dst [kc][NR] (dst is 64-byte aligned: panels and pieces start at multiples of NR floats).
+static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, float* restrict dst) {
+    int p = 0;
+    if (nr == NR && csb == 1) {
+        // B row-major (NN, TN): NR contiguous floats per p.
+        for (; p < kc; p++) {
+            const float* src = b + p * rsb;
+            simde_mm512_store_ps(dst + p * NR, simde_mm512_loadu_ps(src));
+            simde_mm512_store_ps(dst + p * NR + VL, simde_mm512_loadu_ps(src + VL));
+        }
+    } else if (nr == NR && rsb == 1) {
+        // B column-major (NT, TT: B is a transposed weight): each column is contiguous in p.
+        // Two 16x16 transposes per 16 p.
+        for (; p + VL <= kc; p += VL) {
+            for (int h = 0; h < NR; h += VL) {
+                simde__m512 r[16];
+                for (int j = 0; j < 16; j++) r[j] = simde_mm512_loadu_ps(b + (h + j) * csb + p);
+                transpose16(r);
+                for (int i = 0; i < 16; i++) simde_mm512_store_ps(dst + (p + i) * NR + h, r[i]);
+            }
+        }
+    }
+    for (; p < kc; p++) {
+        for (int j = 0; j < nr; j++) dst[p * NR + j] = b[p * rsb + j * csb];
+        for (int j = nr; j < NR; j++) dst[p * NR + j] = 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefetch streams (as in avx2.c). The micro-kernel also issues software prefetches for its
+// caller: the source lines of the B panel packed next (first ic pass) and of the next A block,
+// so that packing finds them in cache. A stream is a walk over lines in runs: `run` lines
+// `inner` floats apart, successive runs `outer` floats apart (row-major source: a run per row;
+// column-major: a run per column). Each call issues its share of the lines, spread over its k
+// loop: issued in a burst they would fill the miss buffers and stall the kernel's own loads.
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    const float* row;  // first float of the current run
+    long inner, outer; // floats between lines of a run, between runs
+    int run, cnt;      // lines per run, lines of the current run already issued
+    long left;         // lines still to issue
+} pf_stream_t;
+
+static const pf_stream_t pf_none = {NULL, 0, 0, 1, 0, 0};
+
+static inline void pf_issue(pf_stream_t* s) {
+    if (s->left <= 0) return;
+    const float* q = s->row + s->cnt * s->inner;
+    simde_mm_prefetch((const char*)q, PF_HINT);
+    simde_mm_prefetch((const char*)(q + 15), PF_HINT); // the line may straddle 64 bytes
+    s->left--;
+    if (++s->cnt == s->run) {
+        s->cnt = 0;
+        s->row += s->outer;
+    }
+}
+
+// The lines of rows [0, rows) x cols [0, cols) of a matrix with element (r, c) at
+// x[r*rs + c*cs], walked along whichever of rs, cs is 1. None when neither is.
+static pf_stream_t pf_matrix(const float* x, int rows, int cols, long rs, long cs) {
+    pf_stream_t s = pf_none;
+    if (rows <= 0 || cols <= 0) return s;
+    if (cs == 1) { // a run per row
+        int run = (cols + 15) / 16;
+        s = (pf_stream_t){x, 16, rs, run, 0, (long)rows * run};
+    } else if (rs == 1) { // a run per column
+        int run = (rows + 15) / 16;
+        s = (pf_stream_t){x, 16, cs, run, 0, (long)cols * run};
+    }
+    return s;
+}
+
+// What one micro-kernel call prefetches: n[i] lines of stream s[i] (s[i] may be NULL).
+typedef struct {
+    pf_stream_t* s[2];
+    int n[2];
+} ukr_pf_t;
+
+// ---------------------------------------------------------------------------------------------
+// Micro-kernel. C[mr, 16*nv] (+)= Ap[kc][MR] * Bp[kc][NR] for compile-time mr in 1..MR and
+// nv in 1..2 (instantiated below): one register per (row, 16 columns), the p loop innermost,
+// one FMA per accumulator per p. The full 12x32 tile uses 24 accumulators, 2 B registers and
+// a broadcast; the smaller ones exist so a partial tile costs less than a full one and
+// produce bit-identical values, since each accumulator sees the same FMA chain.
+// overwrite = 1 stores the sum, 0 adds it to C.
+// ---------------------------------------------------------------------------------------------
+
+// One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
+static inline __attribute__((always_inline)) void ukr_step(int mr, int nv, simde__m512 acc[MR][2],
+                                                           const float* ap, const float* bp) {
+    simde__m512 b0 = simde_mm512_load_ps(bp);
+    simde__m512 b1 = nv > 1 ? simde_mm512_load_ps(bp + VL) : b0;
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        simde__m512 ai = simde_mm512_set1_ps(ap[i]);
+        acc[i][0] = simde_mm512_fmadd_ps(ai, b0, acc[i][0]);
+        if (nv > 1) acc[i][1] = simde_mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict bp, float* c,
+         long ldc, int overwrite, const ukr_pf_t* pf) {
+    simde__m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        acc[i][0] = simde_mm512_setzero_ps();
+        acc[i][1] = simde_mm512_setzero_ps();
+        // C is read or written at the end: start bringing its lines in now.
+        simde_mm_prefetch((const char*)(c + i * ldc), SIMDE_MM_HINT_T0);
+        simde_mm_prefetch((const char*)(c + i * ldc + VL * nv - 1), SIMDE_MM_HINT_T0);
+    }
+    int p = 0;
+    int n0 = pf && pf->s[0] ? pf->n[0] : 0, n1 = pf && pf->s[1] ? pf->n[1] : 0;
+    if (n0 + n1 > 0) {
+        if (n0 > kc) n0 = kc;
+        if (n1 > kc - n0) n1 = kc - n0;
+        int gap = kc / (n0 + n1); // >= 1
+        for (int i = 0; i < n0 + n1; i++) {
+            pf_issue(i < n0 ? pf->s[0] : pf->s[1]);
+            for (int j = 0; j < gap; j++, p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+        }
+    }
+#pragma GCC unroll 4
+    for (; p < kc; p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            float* cp = c + i * ldc + VL * v;
+            simde__m512 r =
+                overwrite ? acc[i][v] : simde_mm512_add_ps(simde_mm512_loadu_ps(cp), acc[i][v]);
+            simde_mm512_storeu_ps(cp, r);
+        }
+    }
+}
+
+typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long ldc, int overwrite,
+                       const ukr_pf_t* pf);
+
+#define UKR(M, V)                                                                                  \
+    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
+                              int overwrite, const ukr_pf_t* pf) {                                 \
+        ukr_body(M, V, kc, ap, bp, c, ldc, overwrite, pf);                                         \
+    }
+// clang-format off
+UKR(1, 1) UKR(2, 1) UKR(3, 1) UKR(4, 1) UKR(5, 1) UKR(6, 1)
+UKR(7, 1) UKR(8, 1) UKR(9, 1) UKR(10, 1) UKR(11, 1) UKR(12, 1)
+UKR(1, 2) UKR(2, 2) UKR(3, 2) UKR(4, 2) UKR(5, 2) UKR(6, 2)
+UKR(7, 2) UKR(8, 2) UKR(9, 2) UKR(10, 2) UKR(11, 2) UKR(12, 2)
+
+// [rows][zmm columns]
+static const ukr_fn ukr_tab[MR + 1][3] = {
+    {0, 0, 0},
+    {0, ukr_1x1, ukr_1x2},   {0, ukr_2x1, ukr_2x2},   {0, ukr_3x1, ukr_3x2},
+    {0, ukr_4x1, ukr_4x2},   {0, ukr_5x1, ukr_5x2},   {0, ukr_6x1, ukr_6x2},
+    {0, ukr_7x1, ukr_7x2},   {0, ukr_8x1, ukr_8x2},   {0, ukr_9x1, ukr_9x2},
+    {0, ukr_10x1, ukr_10x2}, {0, ukr_11x1, ukr_11x2}, {0, ukr_12x1, ukr_12x2},
+};
+// clang-format on
+
+// C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
+// of 16 go through a temporary tile so nothing outside C is read or written.
+static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
+                           long ldc, int overwrite, const ukr_pf_t* pf) {
+    int nv = (nr + VL - 1) / VL;
+    if (nr % VL == 0) {
+        ukr_tab[mr][nv](kc, ap, bp, c, ldc, overwrite, pf);
+        return;
+    }
+    float tile[MR * NR] __attribute__((aligned(64))); // [mr][NR]: the product, C untouched
+    ukr_tab[mr][nv](kc, ap, bp, tile, NR, 1, pf);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float* cij = c + i * ldc + j;
+            // Same single rounding as the vector path: C + sum.
+            *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The blocked loops over one thread's rectangle C[m0:m1, n0:n1] (as in avx2.c).
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    int m, n, k;
+    const float* a;
+    long rsa, csa;
+    const float* b;
+    long rsb, csb;
+    float* c;
+    long ldc;
+    int accumulate;
+} gemm_args_t;
+
+// One KC x MC block of C's update: everything the loops need to know about it.
+typedef struct {
+    int mc, nc, kc;    // block extent: rows, columns, depth
+    const float* bsrc; // B source of the block: element (p, j) at bsrc[p*rsb + j*csb]
+    const float* abuf; // packed A block [mc/MR panels][kc][MR]
+    float* bbuf;       // packed B block [nc/NR panels][kc][NR]
+    float* c;          // C block, row stride ldc
+    int overwrite;
+    pf_stream_t* next_a; // the next A block's source lines, or NULL
+} block_t;
+
+// Lines of the next A block each micro-kernel call of this block should prefetch.
+static int a_share(const block_t* blk) {
+    long calls = (long)((blk->mc + MR - 1) / MR) * ((blk->nc + NR - 1) / NR);
+    return blk->next_a ? (int)((blk->next_a->left + calls - 1) / calls) : 0;
+}
+
+// The first ic pass over a B block packs B on the way, overlapped with the arithmetic (see
+// avx2.c for the reasoning and measurements). With row-major B the next group of panels is
+// packed a piece (a range of k rows) at a time, one piece before each micro-tile of the
+// current group, and each micro-tile prefetches the source lines of the piece after. Group
+// widths grow 1, 2 panels for row-major B (2 x 128 B runs per row, the 256 B runs avx2.c
+// measured best); with column-major B one panel per group, packed whole after the tiles of
+// the previous panel, which prefetch it.
+static int group_end(const gemm_args_t* g, int q0, int panels) {
+    int w = g->csb == 1 ? 2 : 1;
+    return MIN(panels, q0 + MIN(w, q0 + 1));
+}
+
+// Rows per piece when group [n0, n1) is packed during the tiles of a group of w panels.
+static int piece_rows(int kc, int w, int tiles) {
+    int pieces = w * tiles;
+    if (pieces <= 0) return kc;
+    return ((kc + pieces - 1) / pieces + 7) / 8 * 8; // whole 8-row chunks
+}
+
+static void first_pass(const gemm_args_t* g, const block_t* blk) {
+    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
+    int tiles = (mc + MR - 1) / MR;
+    int panels = (nc + NR - 1) / NR;
+    int nfull = nc / NR; // panels [0, nfull) are full; a partial one may follow
+    // Row-major B is packed in pieces; other layouts a group at a time (see above).
+    int pieces = g->csb == 1;
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    const float* bsrc = blk->bsrc;
+    long pstep = (long)NR * g->csb; // source floats from one panel to the next
+    int q0 = 0, q1 = group_end(g, 0, panels);
+    for (int q = q0; q < q1; q++) // the first group, unhidden
+        pack_b_panel(kc, MIN(NR, nc - q * NR), bsrc + q * pstep, g->rsb, g->csb,
+                     blk->bbuf + (long)q * NR * kc);
+    while (q0 < panels) {
+        int n0 = q1, n1 = group_end(g, n0, panels); // the next group, packed during this one
+        int a0 = n1, a1 = group_end(g, a0, panels); // the one after, prefetched at the end
+        int nf1 = MIN(n1, nfull), af1 = MIN(a1, nfull);
+        int piece = pieces ? piece_rows(kc, q1 - q0, tiles) : kc;
+        int apiece = piece_rows(kc, n1 - n0, tiles);
+        int u = 0, last_u = (q1 - q0) * tiles - 1;
+        pf_stream_t whole = pf_none; // the next group's lines, when packed whole
+        int whole_share = 0;
+        if (!pieces && nf1 > n0) {
+            whole = pf_matrix(bsrc + n0 * pstep, kc, (nf1 - n0) * NR, g->rsb, g->csb);
+            whole_share = (int)((whole.left + last_u) / (last_u + 1));
+        }
+        for (int q = q0; q < q1; q++) {
+            int nr = MIN(NR, nc - q * NR);
+            for (int t = 0; t < tiles; t++, u++) {
+                int r0 = MIN(kc, u * piece), r1 = MIN(kc, (u + 1) * piece);
+                pf_stream_t bs = pf_none;
+                if (pieces) {
+                    if (r1 > r0)
+                        for (int j = n0; j < nf1; j++)
+                            pack_b_panel(r1 - r0, NR, bsrc + r0 * g->rsb + j * pstep, g->rsb,
+                                         g->csb, blk->bbuf + (long)j * NR * kc + (long)r0 * NR);
+                    if (u == 0 && nf1 < n1) // a partial last panel: all of it, zero-padded
+                        pack_b_panel(kc, nc - nf1 * NR, bsrc + nf1 * pstep, g->rsb, g->csb,
+                                     blk->bbuf + (long)nf1 * NR * kc);
+                    // Prefetch what the next tile packs: the next piece of this next group,
+                    // or after the last tile, the first piece of the group after.
+                    if (u < last_u && r1 < kc && nf1 > n0)
+                        bs = pf_matrix(bsrc + r1 * g->rsb + n0 * pstep, MIN(kc, r1 + piece) - r1,
+                                       (nf1 - n0) * NR, g->rsb, g->csb);
+                    else if (u == last_u && af1 > a0)
+                        bs = pf_matrix(bsrc + a0 * pstep, MIN(kc, apiece), (af1 - a0) * NR, g->rsb,
+                                       g->csb);
+                    pf.s[0] = &bs;
+                    pf.n[0] = (int)bs.left;
+                } else {
+                    pf.s[0] = &whole;
+                    pf.n[0] = whole_share;
+                }
+                int ir = t * MR;
+                ukr_any(MIN(MR, mc - ir), nr, kc, blk->abuf + (long)ir * kc,
+                        blk->bbuf + (long)q * NR * kc, blk->c + (long)ir * g->ldc + q * NR, g->ldc,
+                        blk->overwrite, &pf);
+            }
+        }
+        if (!pieces) // the next group, whole, now that its lines are in cache
+            for (int j = n0; j < n1; j++)
+                pack_b_panel(kc, MIN(NR, nc - j * NR), bsrc + j * pstep, g->rsb, g->csb,
+                             blk->bbuf + (long)j * NR * kc);
+        q0 = n0;
+        q1 = n1;
+    }
+}
+
+// A later ic pass: the B block is packed; B micro-panels stay in L1 across the ir loop.
+static void later_pass(const gemm_args_t* g, const block_t* blk) {
+    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    for (int jr = 0; jr < nc; jr += NR)
+        for (int ir = 0; ir < mc; ir += MR)
+            ukr_any(MIN(MR, mc - ir), MIN(NR, nc - jr), kc, blk->abuf + (long)ir * kc,
+                    blk->bbuf + (long)jr * kc, blk->c + (long)ir * g->ldc + jr, g->ldc,
+                    blk->overwrite, &pf);
+}
+
+// Below this depth a micro-tile is too short to hide C's memory traffic behind its FMAs
+// (the dW = X^T dH product of a small expert group has k = its token count).
+#define SHORT_KC 64
+
+// A short block (kc < SHORT_KC): the whole B block is packed first (it is small), then the
+// tiles are walked along C's rows (jr innermost), so that C is written in long sequential
+// runs; the A micro-panel stays in L1 and the B block in L2.
+static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
+    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
+    if (pack_b)
+        for (int jr = 0; jr < nc; jr += NR)
+            pack_b_panel(kc, MIN(NR, nc - jr), blk->bsrc + jr * g->csb, g->rsb, g->csb,
+                         blk->bbuf + (long)jr * kc);
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    for (int ir = 0; ir < mc; ir += MR)
+        for (int jr = 0; jr < nc; jr += NR)
+            ukr_any(MIN(MR, mc - ir), MIN(NR, nc - jr), kc, blk->abuf + (long)ir * kc,
+                    blk->bbuf + (long)jr * kc, blk->c + (long)ir * g->ldc + jr, g->ldc,
+                    blk->overwrite, &pf);
+}
+
+static void gemm_rect(const gemm_args_t* g, int m0, int m1, int n0, int n1, const kern_pack_t* pk) {
+    for (int jc = n0; jc < n1; jc += NC) {
+        int nc = MIN(NC, n1 - jc);
+        for (int pc = 0; pc < g->k; pc += KC) {
+            int kc = MIN(KC, g->k - pc);
+            for (int ic = m0; ic < m1; ic += MC) {
+                int mc = MIN(MC, m1 - ic);
+                // The A block after this one, in loop order, to prefetch while this one runs.
+                int nic = ic + MC, npc = pc, njc = jc;
+                if (nic >= m1) nic = m0, npc = pc + KC;
+                if (npc >= g->k) npc = 0, njc = jc + NC;
+                pf_stream_t next_a = pf_none;
+                if (njc < n1)
+                    next_a = pf_matrix(g->a + nic * g->rsa + npc * g->csa, MIN(MC, m1 - nic),
+                                       MIN(KC, g->k - npc), g->rsa, g->csa);
+                block_t blk = {
+                    .mc = mc,
+                    .nc = nc,
+                    .kc = kc,
+                    .bsrc = g->b + pc * g->rsb + jc * g->csb,
+                    .abuf = pk->a,
+                    .bbuf = pk->b,
+                    .c = g->c + (long)ic * g->ldc + jc,
+                    .overwrite = pc == 0 && !g->accumulate,
+                    .next_a = next_a.left > 0 ? &next_a : NULL,
+                };
+                pack_a_block(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, pk->a);
+                if (kc < SHORT_KC)
+                    short_pass(g, &blk, ic == m0);
+                else if (ic == m0)
+                    first_pass(g, &blk);
+                else
+                    later_pass(g, &blk);
+            }
+        }
+    }
+}
+
+#ifdef _OPENMP
+// Splits C among up to `nthreads` threads as a grid of mt x nt rectangles on micro-tile
+// boundaries (as avx2.c: minimise the largest rectangle; on a tie fewer row splits; for short
+// k whole rows per thread). Any grid gives the same bits.
+static void partition(int m, int n, int k, int nthreads, int* mt_out, int* nt_out) {
+    long tiles_m = (m + MR - 1) / MR, tiles_n = (n + NR - 1) / NR;
+    if (k < SHORT_KC && tiles_m >= nthreads) {
+        *mt_out = nthreads;
+        *nt_out = 1;
+        return;
+    }
+    long best_area = -1;
+    *mt_out = *nt_out = 1;
+    for (int mt = 1; mt <= nthreads && mt <= tiles_m; mt++) {
+        int nt = (int)MIN(nthreads / mt, tiles_n);
+        long rows = (tiles_m + mt - 1) / mt * MR, cols = (tiles_n + nt - 1) / nt * NR;
+        if (best_area < 0 || rows * cols < best_area) {
+            best_area = rows * cols;
+            *mt_out = mt;
+            *nt_out = nt;
+        }
+    }
+}
+
+// Rectangle `idx` of `parts` along a dimension of `tiles` micro-tiles of size `t`, clipped to
+// `len`: [*lo, *hi).
+static void split(int len, int t, int parts, int idx, int* lo, int* hi) {
+    int tiles = (len + t - 1) / t;
+    int base = tiles / parts, rem = tiles % parts;
+    int first = idx * base + MIN(idx, rem), count = base + (idx < rem);
+    *lo = MIN(len, first * t);
+    *hi = MIN(len, (first + count) * t);
+}
+#endif
+
+// The pack buffers of thread `tid`, checked against this file's blocking: dispatch.c sizes
+// them for the compiled-in tables, which the emulated table (tests only) is not one of.
+static const kern_pack_t* pack_for(int tid) {
+    const kern_pack_t* pk = kern_pack_for(tid);
+    if (!pk) {
+        fprintf(stderr,
+                "moed: kernels: no pack buffer for thread %d (kern_init(%d) too small or "
+                "not called)\n",
+                tid, kern_pack_threads());
+        abort();
+    }
+    if (pk->a_floats < (size_t)(MC + MR) * KC || pk->b_floats < (size_t)KC * (NC + NR)) {
+        fprintf(stderr, "moed: kernels: %s: pack buffers sized for a smaller blocking\n",
+                KERN_NAME);
+        abort();
+    }
+    return pk;
+}
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+#define PARALLEL_MIN_MACS (1L << 18)
+
+static void avx512_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
+                         long rsb, long csb, float* c, long ldc, int accumulate) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) c[(long)i * ldc + j] = 0.0f;
+        return;
+    }
+    gemm_args_t g = {m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate};
+
+    int nthreads = 1, tid0 = 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) {
+        tid0 = omp_get_thread_num(); // called from a worker: its own buffers, one thread
+    } else {
+        nthreads = MIN(omp_get_max_threads(), kern_pack_threads());
+        if ((long)m * n * k < PARALLEL_MIN_MACS) nthreads = 1;
+    }
+#endif
+    if (nthreads <= 1) {
+        gemm_rect(&g, 0, m, 0, n, pack_for(tid0));
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+    {
+        // The team may be smaller than asked for; partition by what we got.
+        int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
+        int mt, nt;
+        partition(m, n, k, nt_all, &mt, &nt);
+        if (tid < mt * nt) {
+            int m0, m1, n0, n1;
+            split(m, MR, mt, tid / nt, &m0, &m1);
+            split(n, NR, nt, tid % nt, &n0, &n1);
+            const kern_pack_t* pk = pack_for(tid);
+            if (m0 < m1 && n0 < n1) gemm_rect(&g, m0, m1, n0, n1, pk);
+        }
+    }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU: a = h0 * sigmoid(h0) * h1 and its backward, 16 lanes at a time, with avx2_swiglu.c's
+// vector exp (Cephes' expf: range reduction by ln 2, degree-5 polynomial, scaling by 2^n
+// through the exponent bits; within 2 ulp of expf over the clamped range). The last n % 16
+// elements go through a zero-padded 16-lane tile, so every element gets the same formula
+// whatever its position. Element-wise: threads split the elements without changing a result.
+// ---------------------------------------------------------------------------------------------
+
+// exp(x) for x clamped to [-87.3, 88.3]: beyond that expf under- or overflows, and sigmoid
+// is 0 or 1 to float precision anyway.
+static inline __attribute__((always_inline)) simde__m512 exp512(simde__m512 x) {
+    x = simde_mm512_min_ps(simde_mm512_max_ps(x, simde_mm512_set1_ps(-87.3f)),
+                           simde_mm512_set1_ps(88.3f));
+    // n = x log2(e) rounded to the nearest integer, ties to even (as _MM_FROUND_TO_NEAREST_INT):
+    // adding 1.5 * 2^23 leaves no fraction bits (|n| <= 127), and the sum's bits are
+    // 0x4B400000 + n, whose low 9 bits give the exponent field below.
+    const simde__m512 magic = simde_mm512_set1_ps(12582912.0f);
+    simde__m512 t =
+        simde_mm512_add_ps(simde_mm512_mul_ps(x, simde_mm512_set1_ps(1.44269504088896341f)), magic);
+    simde__m512 n = simde_mm512_sub_ps(t, magic);
+    // r = x - n ln2, with ln2 split in two so the product is exact
+    simde__m512 r = simde_mm512_fnmadd_ps(n, simde_mm512_set1_ps(0.693359375f), x);
+    r = simde_mm512_fnmadd_ps(n, simde_mm512_set1_ps(-2.12194440e-4f), r);
+    simde__m512 p = simde_mm512_set1_ps(1.9875691500e-4f);
+    p = simde_mm512_fmadd_ps(p, r, simde_mm512_set1_ps(1.3981999507e-3f));
+    p = simde_mm512_fmadd_ps(p, r, simde_mm512_set1_ps(8.3334519073e-3f));
+    p = simde_mm512_fmadd_ps(p, r, simde_mm512_set1_ps(4.1665795894e-2f));
+    p = simde_mm512_fmadd_ps(p, r, simde_mm512_set1_ps(1.6666665459e-1f));
+    p = simde_mm512_fmadd_ps(p, r, simde_mm512_set1_ps(5.0000001201e-1f));
+    p = simde_mm512_fmadd_ps(p, simde_mm512_mul_ps(r, r),
+                             simde_mm512_add_ps(r, simde_mm512_set1_ps(1.0f)));
+    // 2^n: ((0x4B400000 + n + 127) << 23) keeps (n + 127) in the exponent field, 0 in the sign
+    simde__m512i e = simde_mm512_slli_epi32(
+        simde_mm512_add_epi32(simde_mm512_castps_si512(t), simde_mm512_set1_epi32(127)), 23);
+    return simde_mm512_mul_ps(p, simde_mm512_castsi512_ps(e));
+}
+
+static inline __attribute__((always_inline)) simde__m512 sigmoid512(simde__m512 x) {
+    simde__m512 one = simde_mm512_set1_ps(1.0f);
+    return simde_mm512_div_ps(
+        one, simde_mm512_add_ps(one, exp512(simde_mm512_sub_ps(simde_mm512_setzero_ps(), x))));
+}
+
+// 16 elements of the forward pass.
+static inline __attribute__((always_inline)) void fwd16(const float* h0, const float* h1,
+                                                        float* a) {
+    simde__m512 x = simde_mm512_loadu_ps(h0);
+    simde__m512 s = sigmoid512(x);
+    simde_mm512_storeu_ps(a,
+                          simde_mm512_mul_ps(simde_mm512_mul_ps(x, s), simde_mm512_loadu_ps(h1)));
+}
+
+// 16 elements of the backward pass.
+static inline __attribute__((always_inline)) void bwd16(const float* h0, const float* h1,
+                                                        const float* da, float* dh0, float* dh1) {
+    simde__m512 one = simde_mm512_set1_ps(1.0f);
+    simde__m512 x = simde_mm512_loadu_ps(h0), g = simde_mm512_loadu_ps(da);
+    simde__m512 s = sigmoid512(x);
+    // d silu/dx = s * (1 + x * (1 - s))
+    simde__m512 dsilu = simde_mm512_mul_ps(
+        s, simde_mm512_add_ps(one, simde_mm512_mul_ps(x, simde_mm512_sub_ps(one, s))));
+    simde_mm512_storeu_ps(
+        dh0, simde_mm512_mul_ps(simde_mm512_mul_ps(g, simde_mm512_loadu_ps(h1)), dsilu));
+    simde_mm512_storeu_ps(dh1, simde_mm512_mul_ps(g, simde_mm512_mul_ps(x, s)));
+}
+
+static void avx512_swiglu_fwd(long n, const float* h0, const float* h1, float* a) {
+    long nv = n / VL * VL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (nv >= 1 << 16)
+#endif
+    for (long i = 0; i < nv; i += VL) fwd16(h0 + i, h1 + i, a + i);
+    if (nv < n) { // the tail, zero-padded
+        float x[VL] = {0}, y[VL] = {0}, o[VL];
+        for (long i = nv; i < n; i++) x[i - nv] = h0[i], y[i - nv] = h1[i];
+        fwd16(x, y, o);
+        for (long i = nv; i < n; i++) a[i] = o[i - nv];
+    }
+}
+
+static void avx512_swiglu_bwd(long n, const float* h0, const float* h1, const float* da, float* dh0,
+                              float* dh1) {
+    long nv = n / VL * VL;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (nv >= 1 << 16)
+#endif
+    for (long i = 0; i < nv; i += VL) bwd16(h0 + i, h1 + i, da + i, dh0 + i, dh1 + i);
+    if (nv < n) { // the tail, zero-padded
+        float x[VL] = {0}, y[VL] = {0}, g[VL] = {0}, o0[VL], o1[VL];
+        for (long i = nv; i < n; i++) x[i - nv] = h0[i], y[i - nv] = h1[i], g[i - nv] = da[i];
+        bwd16(x, y, g, o0, o1);
+        for (long i = nv; i < n; i++) dh0[i] = o0[i - nv], dh1[i] = o1[i - nv];
+    }
+}
+
+// clang-format off
+const kern_table_t KERN_TABLE = {
+    .name = KERN_NAME,
+    .isa = KERN_AVX512,
+    .mr = MR, .nr = NR,
+    .mc = MC, .kc = KC, .nc = NC,
+    .sgemm = avx512_sgemm,
+    .swiglu_fwd = avx512_swiglu_fwd,
+    .swiglu_bwd = avx512_swiglu_bwd,
+};
+// clang-format on
