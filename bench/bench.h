@@ -12,6 +12,7 @@ typedef int (*bench_fn)(int argc, char** argv);
 int bench_peak(int argc, char** argv);  // bench/peak.c:  FMA peak per ISA and thread count
 int bench_gemm(int argc, char** argv);  // bench/gemm.c:  grouped GEMM vs OpenBLAS and oneDNN
 int bench_layer(int argc, char** argv); // bench/layer.c: one MoE layer's training step
+int bench_ckpt(int argc, char** argv);  // bench/ckpt.c:  checkpoint save/load bandwidth vs dd
 
 // Measured FMA throughput in GFLOP/s of `threads` threads together running independent FMAs
 // of `isa`'s vector width (KERN_REF: scalar). Measured once per (isa, threads), then cached.

@@ -75,27 +75,41 @@ static double time_layer(const layer_shape_t* s, int threads, int reps, double* 
 }
 
 int bench_layer(int argc, char** argv) {
-    int threads = 1, reps = 5;
+    int threads = 1, reps = 5, isa = -1;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--quick")) reps = 3;
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick"))
+            reps = 3;
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            const char* name = argv[++i];
+            for (int t = 0; t < KERN_N_ISA; t++)
+                if (kern_table_for((kern_isa_t)t) &&
+                    !strcmp(kern_table_for((kern_isa_t)t)->name, name))
+                    isa = t;
+            if (isa < 0) {
+                fprintf(stderr, "moed-bench layer: ISA '%s' is not available here\n", name);
+                return 2;
+            }
+        }
     }
     int provided;
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
     omp_set_num_threads(threads);
-    if (kern_select(-1) != 0 || kern_init(threads) != 0) return 1;
+    if (kern_select(isa) != 0 || kern_init(threads) != 0) return 1;
     double peak = bench_peak_gflops(kern->isa, threads);
-    printf("moed-bench layer: isa %s, %d thread%s, measured FMA peak %.1f GFLOP/s\n",
-           kern->name, threads, threads > 1 ? "s" : "", peak);
-    printf("%-13s %5s %5s %4s %2s %5s  %9s %9s %8s\n", "shape", "d", "f", "E", "k", "T",
-           "step ms", "GFLOP/s", "of peak");
+    printf("moed-bench layer: isa %s, %d thread%s, measured FMA peak %.1f GFLOP/s\n", kern->name,
+           threads, threads > 1 ? "s" : "", peak);
+    printf("%-13s %5s %5s %4s %2s %5s  %9s %9s %8s\n", "shape", "d", "f", "E", "k", "T", "step ms",
+           "GFLOP/s", "of peak");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const layer_shape_t* s = &shapes[i];
         double flops, sec = time_layer(s, threads, reps, &flops);
         double g = flops / sec / 1e9;
-        printf("%-13s %5d %5d %4d %2d %5d  %9.1f %9.1f %7.1f%%\n", s->name, s->d, s->f, s->E,
-               s->k, s->T, sec * 1e3, g, 100 * g / peak);
+        printf("%-13s %5d %5d %4d %2d %5d  %9.1f %9.1f %7.1f%%\n", s->name, s->d, s->f, s->E, s->k,
+               s->T, sec * 1e3, g, 100 * g / peak);
     }
     MPI_Finalize();
     return 0;

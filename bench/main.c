@@ -15,7 +15,9 @@ static const struct {
     {"gemm", bench_gemm,
      "grouped GEMM shapes of the MoE layer vs OpenBLAS and oneDNN [--quick] [--reps N] "
      "[--isa NAME|all] [--threads N]"},
-    {"layer", bench_layer, "one MoE layer's training step [--threads N] [--reps N] [--quick]"},
+    {"layer", bench_layer,
+     "one MoE layer's training step [--threads N] [--reps N] [--isa NAME] [--quick]"},
+    {"ckpt", bench_ckpt, "checkpoint save/load bandwidth vs dd [--gib X] [--reps N] [--dir DIR]"},
 };
 enum { N_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,24 +348,42 @@ static void select_read(hid_t fspace, const ckpt_dset_t* ds, const model_t* m, l
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
 }
 
+// The index of the first NaN or Inf in x[n], or n. Blocks of a fixed size are scanned
+// branch-free (all exponent bits set), which the compiler vectorises at -O2; only a block
+// holding a bad value is searched element by element. A plain isfinite loop with an early
+// exit cost as much as a third of a checkpoint's load time.
+static long first_nonfinite(const float* x, long n) {
+    enum { BLOCK = 1024 };
+    long i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        uint32_t bad = 0;
+        for (int j = 0; j < BLOCK; j++) {
+            uint32_t u;
+            memcpy(&u, x + i + j, sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) break;
+    }
+    while (i < n && isfinite(x[i])) i++;
+    return i;
+}
+
 // Weights, biases and moments must be finite; the float64 metrics may hold NaN for steps
 // that were never recorded (see history_record).
 static int check_finite(const ckpt_dset_t* ds, const float* x, long n, const model_t* m,
                         const char* file, char* msg) {
     if (ds->type != CKPT_F32) return MOED_OK;
-    for (long i = 0; i < n; i++) {
-        if (isfinite(x[i])) continue;
-        if (ds->sharded) {
-            long per = ds->dims[1] * ds->dims[2];
-            ckpt_errf(msg, CKPT_ERRLEN, "%s: %s holds %s (expert %ld, element %ld)", file, ds->path,
-                      isnan(x[i]) ? "NaN" : "Inf", m->e0 + i / per, i % per);
-        } else {
-            ckpt_errf(msg, CKPT_ERRLEN, "%s: %s holds %s (element %ld)", file, ds->path,
-                      isnan(x[i]) ? "NaN" : "Inf", i);
-        }
-        return MOED_ERR_DATA;
+    long i = first_nonfinite(x, n);
+    if (i == n) return MOED_OK;
+    if (ds->sharded) {
+        long per = ds->dims[1] * ds->dims[2];
+        ckpt_errf(msg, CKPT_ERRLEN, "%s: %s holds %s (expert %ld, element %ld)", file, ds->path,
+                  isnan(x[i]) ? "NaN" : "Inf", m->e0 + i / per, i % per);
+    } else {
+        ckpt_errf(msg, CKPT_ERRLEN, "%s: %s holds %s (element %ld)", file, ds->path,
+                  isnan(x[i]) ? "NaN" : "Inf", i);
     }
-    return MOED_OK;
+    return MOED_ERR_DATA;
 }
 
 static int read_dataset(hid_t f, const char* file, const ckpt_dset_t* ds, void* dst, long n,
