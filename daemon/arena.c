@@ -1,5 +1,6 @@
 #include "daemon/arena.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,10 +13,13 @@ void arena_begin_count(arena_t* a) {
 }
 
 int arena_reserve(arena_t* a) {
+    // calloc: large blocks come zeroed from mmap and are not touched here, so buffers sized
+    // for the worst case (expert-side rows, the metrics history of a long run) cost memory
+    // only as far as they are used. The base is aligned by hand.
     size_t cap = a->used + ALIGN;
-    a->base = aligned_alloc(ALIGN, (cap + ALIGN - 1) / ALIGN * ALIGN);
-    if (!a->base) return -1;
-    memset(a->base, 0, cap);
+    a->block = calloc(1, cap + ALIGN);
+    if (!a->block) return -1;
+    a->base = (char*)(((uintptr_t)a->block + ALIGN - 1) / ALIGN * ALIGN);
     a->cap = cap;
     a->used = 0;
     a->counting = 0;
@@ -40,6 +44,6 @@ void* arena_alloc(arena_t* a, size_t bytes) {
 void arena_freeze(arena_t* a) { a->frozen = 1; }
 
 void arena_free(arena_t* a) {
-    free(a->base);
+    free(a->block);
     memset(a, 0, sizeof *a);
 }

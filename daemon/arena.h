@@ -6,7 +6,8 @@
 #include <stddef.h>
 
 typedef struct {
-    char* base;
+    void* block; // what calloc returned
+    char* base;  // block aligned to 64 bytes
     size_t cap, used;
     int frozen;
     int counting; // sizing pass: record sizes, hand out no memory

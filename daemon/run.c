@@ -187,7 +187,7 @@ int cmd_run(int argc, char** argv, MPI_Comm comm) {
         coord_install_signals();
         if (s.rank == 0) {
             printf("moed %s: %d rank%s x %d thread%s, isa %s; d=%d f=%d E=%d k=%d L=%d, %d "
-                   "tokens/step, %.2f MiB/rank\n",
+                   "tokens/step, %.2f MiB/rank reserved\n",
                    MOED_VERSION, s.nranks, s.nranks > 1 ? "s" : "", c->compute.threads,
                    c->compute.threads > 1 ? "s" : "", kern->name, c->model.d_model, c->model.d_ff,
                    c->model.n_experts, c->model.top_k, c->model.n_layers, s.tr.T,
