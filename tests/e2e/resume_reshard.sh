@@ -3,7 +3,7 @@
 # history bit-identical to a run that was never interrupted.
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 CFG=$MOED_SRC/config/tiny2.ini
-STEPS=150
+STEPS=250  # long enough that a signal after 3 steps always lands mid-run
 SETS=(--set model.d_model=64 --set model.d_ff=128 --set train.global_batch_tokens=512
       --set train.steps=$STEPS --set log.every=1000 --set checkpoint.resume=auto)
 
