@@ -102,6 +102,10 @@ static const cfg_key keys[] = {
     DBL(model, routed_scaling, "1.0", 0, INFINITY, LO_OPEN, "factor on the routed gate weights"),
     INT(model, n_groups, "1", 1, 4096, "expert groups for group-limited routing (1 = off)"),
     INT(model, topk_groups, "1", 1, 4096, "groups kept eligible per token; <= n_groups"),
+    DBL(model, capacity_factor, "0.0", 0, INFINITY, 0,
+        "expert capacity c: each expert keeps at most ceil(c*T*k/E) slots a step (0: dropless)"),
+    INT(model, n_shared_experts, "0", 0, 64,
+        "shared dense SwiGLU experts every token passes through (replicated on every rank)"),
 
     INT(train, global_batch_tokens, "256", 1, 1 << 30,
         "tokens per step over all ranks T; must divide by the rank count"),
@@ -123,11 +127,14 @@ static const cfg_key keys[] = {
     ENUM(data, source, "synthetic", source_names,
          "where the training tokens come from (hdf5: /x and /y of data.path)"),
     STR(data, path, "", 0, "HDF5 file with float32 /x and /y [N, d_model] (data.source = hdf5)"),
-    LONG(data, teacher_seed, "4321", 0, INFINITY, "seed of the synthetic teacher MoE and of its inputs x"),
+    LONG(data, teacher_seed, "4321", 0, INFINITY,
+         "seed of the synthetic teacher MoE and of its inputs x"),
     INT(data, teacher_experts, "1", 1, 4096,
         "experts of the synthetic teacher (1: a dense SwiGLU teacher, the easiest target)"),
     INT(data, teacher_top_k, "1", 1, 4096, "teacher experts per token; <= teacher_experts"),
     INT(data, teacher_d_ff, "16", 1, 65536, "hidden width of each teacher expert"),
+    DBL(data, skew, "0.0", 0, INFINITY, 0,
+        "synthetic inputs are N(0,1) + skew*u for one fixed random direction u: skews routing"),
 
     STR(checkpoint, dir, "checkpoints", 1,
         "checkpoint directory; a relative path is taken inside run.dir"),
@@ -143,6 +150,8 @@ static const cfg_key keys[] = {
     INT(compute, threads, "1", 1, 1024, "threads per rank"),
 
     INT(log, every, "10", 1, 1000000000, "steps between progress lines"),
+    INT(log, dead_expert_steps, "100", 0, 1000000000,
+        "warn when an expert has received no tokens for this many steps in a row (0: never)"),
 
     STR(run, dir, "run", 1, "run directory (metrics.jsonl is written here)"),
 };
@@ -403,11 +412,8 @@ void cfg_defaults(cfg_t* c) {
         store(c, &keys[i], v);
     }
     // Fields of features that are not implemented yet: not in the table, so not settable.
-    c->model.capacity_factor = 0.0; // dropless
-    c->model.n_shared_experts = 0;
     c->comm.chunks = 1;
     c->comm.chunk_axis = CFG_CHUNK_TOKENS;
-    c->log.dead_expert_steps = 100;
 }
 
 // ----------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ typedef struct {
         char path[512];
         long teacher_seed;
         int teacher_experts, teacher_top_k, teacher_d_ff;
+        double skew;
     } data;
     struct {
         char dir[512];

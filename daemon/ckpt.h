@@ -41,6 +41,7 @@ typedef struct {
     int n_layers, d_model, d_ff, n_experts, top_k, ranks_at_save;
     int format_version;
     int residual;       // whether /layers/<l>/norm/scale exists
+    int n_shared;       // shared experts: dims[0] of /layers/0/shared/w0 (0 when absent)
     long n_history;     // steps held in /metrics (<= step)
     char config[16384]; // resolved INI text of the run that saved it
 } ckpt_info_t;
@@ -114,6 +115,7 @@ enum {
 typedef struct {
     int L, d, f, E, residual;
     long steps; // history length stored in /metrics
+    int S;      // shared experts per layer (/layers/<l>/shared/* only when S > 0)
 } ckpt_dims_t;
 
 typedef struct {

@@ -40,9 +40,9 @@ void history_record(history_t* h, const train_t* tr, const step_stats_t* st) {
 // ---------------------------------------------------------------------------------------
 // the layout
 
-// Trained tensors of one layer, in model.c's order: router weight, norm scale (residual
-// only), the three expert matrices.
-static int n_trained(const ckpt_dims_t* dm) { return dm->residual ? 5 : 4; }
+// Trained tensors of one layer: router weight, norm scale (residual only), the three expert
+// matrices, the three shared-expert stacks (S > 0 only).
+static int n_trained(const ckpt_dims_t* dm) { return (dm->residual ? 5 : 4) + (dm->S ? 3 : 0); }
 
 static void set_dims(ckpt_dset_t* ds, int ndim, long a, long b, long c) {
     ds->ndim = ndim;
@@ -53,16 +53,20 @@ static void set_dims(ckpt_dset_t* ds, int ndim, long a, long b, long c) {
 static void trained(const ckpt_dims_t* dm, int l, int j, const char* prefix, int src,
                     ckpt_dset_t* ds) {
     if (!dm->residual && j >= 1) j++; // no norm/scale
-    static const char* names[5] = {"router/weight", "norm/scale", "experts/w0", "experts/w1",
-                                   "experts/wo"};
+    static const char* names[8] = {"router/weight", "norm/scale", "experts/w0", "experts/w1",
+                                   "experts/wo",    "shared/w0",  "shared/w1",  "shared/wo"};
     snprintf(ds->param, sizeof ds->param, "%d/%s", l, names[j]);
     snprintf(ds->path, sizeof ds->path, "%s/layers/%s", prefix, ds->param);
-    ds->src = src, ds->type = CKPT_F32, ds->layer = l, ds->sharded = j >= 2;
+    ds->src = src, ds->type = CKPT_F32, ds->layer = l, ds->sharded = j >= 2 && j <= 4;
     switch (j) {
     case 0: set_dims(ds, 2, dm->d, dm->E, 0); break;
     case 1: set_dims(ds, 1, dm->d, 0, 0); break;
+    case 2:
+    case 3: set_dims(ds, 3, dm->E, dm->d, dm->f); break;
     case 4: set_dims(ds, 3, dm->E, dm->f, dm->d); break;
-    default: set_dims(ds, 3, dm->E, dm->d, dm->f); break;
+    case 5:
+    case 6: set_dims(ds, 3, dm->S, dm->d, dm->f); break;
+    default: set_dims(ds, 3, dm->S, dm->f, dm->d); break;
     }
 }
 

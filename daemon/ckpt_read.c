@@ -130,6 +130,25 @@ static int read_attrs(hid_t f, const char* file, ckpt_info_t* info, char* msg) {
     info->d_model = (int)v[3], info->d_ff = (int)v[4], info->n_experts = (int)v[5];
     info->top_k = (int)v[6], info->ranks_at_save = (int)v[7];
     info->residual = link_exists(f, "/layers/0/norm/scale");
+    info->n_shared = 0;
+    if (link_exists(f, "/layers/0/shared/w0")) {
+        // the shape itself is checked with every other dataset's; here only its count
+        hid_t d = H5Dopen2(f, "/layers/0/shared/w0", H5P_DEFAULT);
+        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+        hsize_t dims[3] = {0, 0, 0};
+        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 3)
+            H5Sget_simple_extent_dims(sp, dims, NULL);
+        info->n_shared = dims[0] > 0 && dims[0] <= 64 ? (int)dims[0] : -1;
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+        if (info->n_shared < 0) {
+            ckpt_errf(msg, CKPT_ERRLEN,
+                      "%s: /layers/0/shared/w0 is not a [S, d, f] stack of 1..64 "
+                      "shared experts",
+                      file);
+            return MOED_ERR_DATA;
+        }
+    }
     return MOED_OK;
 }
 
@@ -141,7 +160,8 @@ static int check_config(const char* file, const ckpt_info_t* info, const cfg_t* 
                 {"d_model", info->d_model, c->model.d_model},
                 {"d_ff", info->d_ff, c->model.d_ff},
                 {"n_experts", info->n_experts, c->model.n_experts},
-                {"top_k", info->top_k, c->model.top_k}};
+                {"top_k", info->top_k, c->model.top_k},
+                {"n_shared_experts", info->n_shared, c->model.n_shared_experts}};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (keys[i].file != keys[i].cfg) {
             ckpt_errf(msg, CKPT_ERRLEN, "%s: %s = %ld but the config says model.%s = %ld", file,
@@ -239,8 +259,8 @@ static int history_steps(hid_t f, const char* file, ckpt_info_t* info, char* msg
 
 static int check_datasets(hid_t f, const char* file, ckpt_info_t* info, char* msg) {
     int rc = history_steps(f, file, info, msg);
-    ckpt_dims_t dm = {info->n_layers,  info->d_model,  info->d_ff,
-                      info->n_experts, info->residual, info->n_history};
+    ckpt_dims_t dm = {info->n_layers, info->d_model,   info->d_ff,    info->n_experts,
+                      info->residual, info->n_history, info->n_shared};
     int n = ckpt_dataset_count(&dm);
     for (int i = 0; i < n && rc == MOED_OK; i++) {
         ckpt_dset_t ds;
@@ -417,7 +437,7 @@ static int read_dataset(hid_t f, const char* file, const ckpt_dset_t* ds, void* 
 static int read_datasets(hid_t f, const char* file, const ckpt_info_t* info, train_t* tr,
                          history_t* h, int weights_only, char* msg) {
     model_t* m = &tr->model;
-    ckpt_dims_t dm = {m->L, m->d, m->f, m->E, m->residual, info->n_history};
+    ckpt_dims_t dm = {m->L, m->d, m->f, m->E, m->residual, info->n_history, m->S};
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     int rc = MOED_OK, n = ckpt_dataset_count(&dm);

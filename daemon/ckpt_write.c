@@ -198,7 +198,7 @@ static const void* source(const ckpt_dset_t* ds, const train_t* tr, const histor
 
 static ckpt_dims_t layout_dims(const train_t* tr, const history_t* h) {
     const model_t* m = &tr->model;
-    ckpt_dims_t dm = {m->L, m->d, m->f, m->E, m->residual, h ? h->n : 0};
+    ckpt_dims_t dm = {m->L, m->d, m->f, m->E, m->residual, h ? h->n : 0, m->S};
     return dm;
 }
 

@@ -22,6 +22,7 @@ void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a) {
     D->Et = c->data.teacher_experts, D->kt = c->data.teacher_top_k;
     D->residual = c->model.residual;
     D->seed = (unsigned long)c->data.teacher_seed;
+    D->skew = (float)c->data.skew;
     D->ropt = (router_opts_t){D->d, D->Et, D->kt, 0, 1, 1.0f, 1, 1};
     int d = D->d, f = D->f, Et = D->Et;
     long slots = (long)Tl * D->kt;
@@ -32,6 +33,7 @@ void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a) {
     D->xn = ALLOC(a, float, (long)Tl* d);
     D->rinv = ALLOC(a, float, Tl);
     D->ones = ALLOC(a, float, d);
+    D->skew_dir = ALLOC(a, float, d);
     D->logits = ALLOC(a, float, (long)Tl* Et);
     D->probs = ALLOC(a, float, (long)Tl* Et);
     D->lse = ALLOC(a, float, Tl);
@@ -62,6 +64,9 @@ static void teacher_init(data_t* D) {
         fill(D->wo + e * per, per, D->seed, RNG_WO, e, 1.0f / sqrtf((float)f));
     }
     for (int j = 0; j < d; j++) D->ones[j] = 1.0f;
+    // index 1 of the input stream: token inputs use index 0 with a global element counter
+    for (int j = 0; j < d; j++)
+        D->skew_dir[j] = rng_normal(D->seed, RNG_STREAM(RNG_DATA_X, 0), 1, (uint64_t)j);
 }
 
 int data_open(data_t* D, const cfg_t* c, int rank, int nranks, MPI_Comm comm, char* err,
@@ -84,6 +89,8 @@ int data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
     uint64_t first = ((uint64_t)step * T + t0) * d; // global element index of x[0, 0]
     for (long i = 0; i < (long)Tl * d; i++)
         x[i] = rng_normal(D->seed, RNG_STREAM(RNG_DATA_X, 0), 0, first + i);
+    if (D->skew != 0)
+        for (long i = 0; i < (long)Tl * d; i++) x[i] += D->skew * D->skew_dir[i % d];
 
     // The teacher is one MoE layer run locally; every row's result depends on that token
     // alone, so y does not depend on how tokens are split across ranks.

@@ -2,6 +2,8 @@
 // N(0, 1) from the counter-based RNG keyed by the global token index, y = teacher(x) where the
 // teacher is a fixed random MoE layer with its own seed, expert count, top-k and hidden width), so
 // the student has a function to learn and the loss can fall by orders of magnitude (DESIGN.md §2).
+// With data.skew > 0 every input is shifted by skew·u (u fixed, unit variance per element):
+// all tokens' router logits move the same way, the classic cause of expert load imbalance.
 #ifndef MOED_DATA_H
 #define MOED_DATA_H
 
@@ -17,6 +19,8 @@ typedef struct {
     data_hdf5_t h5;
     int d, f, Et, kt, Tl, residual;
     unsigned long seed;
+    float skew;      // data.skew
+    float* skew_dir; // [d] the fixed direction u of the input skew
     router_opts_t ropt;
     float* wr;                   // [d, Et]
     float *w0, *w1;              // [Et, d, f]

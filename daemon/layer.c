@@ -2,6 +2,7 @@
 // -> combine -> unpermute (+ residual), and the same stages in reverse for backward.
 #include <string.h>
 
+#include "compute/capacity.h"
 #include "compute/gmm.h"
 #include "compute/kernels/kernels.h"
 #include "compute/permute.h"
@@ -15,6 +16,28 @@
         call;                                                                                      \
         (tr)->t_comm_acc += MPI_Wtime() - t_;                                                      \
     } while (0)
+
+// Global per-expert loads (before dropping: they feed the aux loss, the bias update and the
+// metrics) and, with a capacity, the slots this rank keeps. Loads are integers, so an MPI
+// sum is exact and P-independent; capacity needs every rank's per-choice counts instead.
+static void route_capacity_and_loads(train_t* tr, layer_acts_t* A) {
+    const model_t* m = &tr->model;
+    int Tl = tr->Tl, E = m->E, k = m->k;
+    if (tr->cap > 0) {
+        capacity_count(Tl, k, E, A->sel, tr->cap_local);
+        TIMED_COMM(tr, MPI_Allgather(tr->cap_local, k * E, MPI_INT, tr->cap_counts, k * E, MPI_INT,
+                                     tr->comm.comm));
+        capacity_keep(Tl, k, E, A->sel, tr->cap_counts, tr->rank, tr->nranks, tr->cap, A->kept);
+        A->dropped = capacity_loads(k, E, tr->cap_counts, tr->nranks, tr->cap, A->load);
+        return;
+    }
+    for (int e = 0; e < E; e++) tr->counts_scratch[e] = 0;
+    for (long s = 0; s < (long)Tl * k; s++) tr->counts_scratch[A->sel[s]]++;
+    TIMED_COMM(tr,
+               MPI_Allreduce(MPI_IN_PLACE, tr->counts_scratch, E, MPI_INT, MPI_SUM, tr->comm.comm));
+    for (int e = 0; e < E; e++) A->load[e] = tr->counts_scratch[e];
+    A->dropped = 0;
+}
 
 void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     const model_t* m = &tr->model;
@@ -31,14 +54,10 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     kern->sgemm(Tl, E, d, A->xn, d, 1, P.wr, E, 1, A->logits, E, 0);
     router_forward(&tr->ropt, Tl, A->logits, m->bias + (long)l * E, A->probs, A->lse, A->sel,
                    A->gates);
-    permute_plan(Tl, k, E, A->sel, A->route.send_expert_counts, A->slot_pos);
-    // Global loads are integers, so an MPI sum is exact and P-independent.
-    for (int e = 0; e < E; e++) tr->counts_scratch[e] = A->route.send_expert_counts[e];
-    TIMED_COMM(tr, {
-        MPI_Allreduce(MPI_IN_PLACE, tr->counts_scratch, E, MPI_INT, MPI_SUM, tr->comm.comm);
-        comm_exchange_counts(&tr->comm, &A->route);
-    });
-    for (int e = 0; e < E; e++) A->load[e] = tr->counts_scratch[e];
+    route_capacity_and_loads(tr, A);
+    permute_plan(Tl, k, E, tr->cap > 0 ? A->kept : A->sel, A->route.send_expert_counts,
+                 A->slot_pos);
+    TIMED_COMM(tr, comm_exchange_counts(&tr->comm, &A->route));
 
     // dispatch
     permute_rows(Tl, k, d, A->slot_pos, A->xn, tr->xs);
@@ -52,6 +71,7 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     // combine, unpermute, residual
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->ye, A->yslot, d));
     unpermute_forward(Tl, k, d, A->slot_pos, A->gates, A->yslot, hout);
+    shared_forward(tr, l, A->xn, hout);
     if (m->residual)
         for (long i = 0; i < (long)Tl * d; i++) hout[i] = hin[i] + hout[i];
 }
@@ -74,6 +94,7 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
                     G.w1);
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->de, tr->dslot, d));
     permute_rows_backward(Tl, k, d, A->slot_pos, tr->dslot, tr->dxn);
+    shared_backward(tr, l, A->xn, dout, tr->dxn);
 
     // router: dlogits, then its share of dxn and the leaf partials of dWr
     double frac[4096]; // [E] global load fractions f_e (E <= 4096, validated)

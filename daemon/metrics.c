@@ -46,6 +46,25 @@ static void fmt_eta(double s, char* buf, size_t n) {
     snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
 }
 
+// Router collapse is the most common MoE training failure: say so, once per expert and
+// idle stretch, when an expert has received no tokens for log.dead_expert_steps steps.
+static void warn_idle_experts(metrics_t* mt, const train_t* tr) {
+    long n = tr->cfg.log.dead_expert_steps;
+    if (n <= 0) return;
+    const model_t* m = &tr->model;
+    for (int l = 0; l < m->L; l++)
+        for (int e = 0; e < m->E; e++) {
+            if (tr->idle_steps[(long)l * m->E + e] != n) continue;
+            if (mt->pending_newline) fputc('\n', mt->out);
+            mt->pending_newline = 0;
+            fprintf(mt->out,
+                    "moed: warning: layer %d expert %d has received no tokens for %ld steps "
+                    "(router collapse? see train.bias_update_rate, train.aux_loss_coef)\n",
+                    l, e, n);
+        }
+    fflush(mt->out);
+}
+
 void metrics_step(metrics_t* mt, const train_t* tr, long step, const step_stats_t* st,
                   double wall) {
     double now = MPI_Wtime();
@@ -70,18 +89,26 @@ void metrics_step(metrics_t* mt, const train_t* tr, long step, const step_stats_
             fprintf(j, e ? ",%lld" : "%lld", (long long)tr->acts[l].load[e]);
         fputc(']', j);
     }
+    fputs("],\"dropped\":[", j);
+    for (int l = 0; l < tr->model.L; l++)
+        fprintf(j, l ? ",%lld" : "%lld", (long long)tr->acts[l].dropped);
     fputs("]}\n", j);
     fflush(j);
+    warn_idle_experts(mt, tr);
 
     if (step % mt->every != 0 && step != mt->steps) return;
     double done = step - mt->first_step, elapsed = now - mt->t_start;
     char eta[32];
     fmt_eta(elapsed / done * (mt->steps - step), eta, sizeof eta);
+    char drop[32] = "";
+    if (tr->cap > 0)
+        snprintf(drop, sizeof drop, "  drop %.1f%%",
+                 100.0 * (double)st->dropped / ((double)tr->T * tr->model.k * tr->model.L));
     fprintf(mt->out,
             "%sstep %ld/%ld  loss %.4e  aux %.3e  %.0f tok/s  %.2f GFLOP/s  comm %.0f%%  "
-            "imbalance %.2f  eta %s%s",
+            "imbalance %.2f%s  eta %s%s",
             mt->tty ? "\r\033[K" : "", step, mt->steps, st->loss, st->aux, tok_s, gflops,
-            100 * comm, st->imbalance, eta, mt->tty ? "" : "\n");
+            100 * comm, st->imbalance, drop, eta, mt->tty ? "" : "\n");
     mt->pending_newline = mt->tty;
     fflush(mt->out);
 }

@@ -8,13 +8,14 @@
 #include "compute/rng.h"
 
 static void add_param(model_t* m, int* i, int layer, int kind, const char* what, int sharded,
-                      int decay, int rows, int cols) {
+                      int decay, int n_mat, int rows, int cols) {
     param_t* p = m->params ? &m->params[*i] : NULL;
-    long numel = (long)rows * cols * (sharded ? m->El : 1);
+    long numel = (long)rows * cols * n_mat;
     if (p) {
         snprintf(p->name, sizeof p->name, "%d/%s", layer, what);
         p->layer = layer, p->kind = kind, p->sharded = sharded, p->decay = decay;
-        p->rows = rows, p->cols = cols, p->offset = m->n_local, p->numel = numel;
+        p->n_mat = n_mat, p->rows = rows, p->cols = cols;
+        p->offset = m->n_local, p->numel = numel;
     }
     m->n_local += numel;
     (*i)++;
@@ -25,14 +26,19 @@ static void walk_layout(model_t* m) {
     int i = 0;
     m->n_local = 0;
     for (int l = 0; l < m->L; l++) {
-        add_param(m, &i, l, PK_ROUTER, "router/weight", 0, 1, m->d, m->E);
-        if (m->residual) add_param(m, &i, l, PK_NORM, "norm/scale", 0, 0, 1, m->d);
+        add_param(m, &i, l, PK_ROUTER, "router/weight", 0, 1, 1, m->d, m->E);
+        if (m->residual) add_param(m, &i, l, PK_NORM, "norm/scale", 0, 0, 1, 1, m->d);
+        if (m->S > 0) {
+            add_param(m, &i, l, PK_SW0, "shared/w0", 0, 1, m->S, m->d, m->f);
+            add_param(m, &i, l, PK_SW1, "shared/w1", 0, 1, m->S, m->d, m->f);
+            add_param(m, &i, l, PK_SWO, "shared/wo", 0, 1, m->S, m->f, m->d);
+        }
     }
     m->n_repl = m->n_local;
     for (int l = 0; l < m->L; l++) {
-        add_param(m, &i, l, PK_W0, "experts/w0", 1, 1, m->d, m->f);
-        add_param(m, &i, l, PK_W1, "experts/w1", 1, 1, m->d, m->f);
-        add_param(m, &i, l, PK_WO, "experts/wo", 1, 1, m->f, m->d);
+        add_param(m, &i, l, PK_W0, "experts/w0", 1, 1, m->El, m->d, m->f);
+        add_param(m, &i, l, PK_W1, "experts/w1", 1, 1, m->El, m->d, m->f);
+        add_param(m, &i, l, PK_WO, "experts/wo", 1, 1, m->El, m->f, m->d);
     }
     m->n_params = i;
 }
@@ -41,6 +47,7 @@ void model_layout(model_t* m, const cfg_t* c, int rank, int nranks, arena_t* a) 
     memset(m, 0, sizeof *m);
     m->d = c->model.d_model, m->f = c->model.d_ff, m->E = c->model.n_experts;
     m->k = c->model.top_k, m->L = c->model.n_layers, m->residual = c->model.residual;
+    m->S = c->model.n_shared_experts;
     m->rank = rank, m->nranks = nranks;
     m->El = m->E / nranks, m->e0 = rank * m->El;
     walk_layout(m);
@@ -58,7 +65,8 @@ static uint32_t kind_stream(int kind) {
     case PK_ROUTER: return RNG_ROUTER;
     case PK_W0: return RNG_W0;
     case PK_W1: return RNG_W1;
-    default: return RNG_WO;
+    case PK_WO: return RNG_WO;
+    default: return RNG_SHARED;
     }
 }
 
@@ -76,9 +84,11 @@ void model_init(model_t* m, uint64_t seed) {
         if (p->kind == PK_ROUTER) std *= 0.1f;
         uint32_t stream = RNG_STREAM(kind_stream(p->kind), p->layer);
         long per = (long)p->rows * p->cols;
-        int nexp = p->sharded ? m->El : 1;
-        for (int e = 0; e < nexp; e++) {
-            uint32_t ge = p->sharded ? (uint32_t)(m->e0 + e) : 0;
+        for (int e = 0; e < p->n_mat; e++) {
+            // index: the global expert; shared expert s of tensor w0/w1/wo is 3s+0/1/2
+            uint32_t ge = p->sharded          ? (uint32_t)(m->e0 + e)
+                          : p->kind >= PK_SW0 ? (uint32_t)(3 * e + p->kind - PK_SW0)
+                                              : 0;
             for (long j = 0; j < per; j++) w[e * per + j] = std * rng_normal(seed, stream, ge, j);
         }
     }
@@ -100,6 +110,9 @@ layer_params_t model_layer(const model_t* m, const float* base, int l) {
         case PK_W0: lp.w0 = t; break;
         case PK_W1: lp.w1 = t; break;
         case PK_WO: lp.wo = t; break;
+        case PK_SW0: lp.sw0 = t; break;
+        case PK_SW1: lp.sw1 = t; break;
+        case PK_SWO: lp.swo = t; break;
         }
     }
     return lp;

@@ -2,6 +2,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "compute/capacity.h"
+#include "compute/gmm.h"
 #include "compute/loss.h"
 #include "compute/optim.h"
 #include "compute/rmsnorm.h"
@@ -26,7 +28,10 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
     // never straddle two ranks, at any P.
     tr->tb = (int)(tr->T / gcd(E, tr->T));
     tr->nleaf = tr->Tl / tr->tb;
-    tr->Nmax = (long)tr->T * k; // dropless: one rank's experts may receive every slot
+    // Dropless: one rank's experts may receive every slot. With a capacity, at most C each.
+    tr->cap = capacity_slots(c->model.capacity_factor, tr->T, k, E);
+    tr->Nmax = (long)tr->T * k;
+    if (tr->cap > 0 && (long)m->El * tr->cap < tr->Nmax) tr->Nmax = (long)m->El * tr->cap;
     tr->ropt = (router_opts_t){d,
                                E,
                                k,
@@ -48,6 +53,12 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
         A->sel = ALLOC(a, int, slots);
         A->gates = ALLOC(a, float, slots);
         A->slot_pos = ALLOC(a, int, slots);
+        A->kept = tr->cap > 0 ? ALLOC(a, int, slots) : NULL;
+        if (m->S > 0) {
+            A->sh0 = ALLOC(a, float, m->S* Tl* f);
+            A->sh1 = ALLOC(a, float, m->S* Tl* f);
+            A->sa = ALLOC(a, float, m->S* Tl* f);
+        }
         A->xe = ALLOC(a, float, Nmax* d);
         A->h0 = ALLOC(a, float, Nmax* f);
         A->h1 = ALLOC(a, float, Nmax* f);
@@ -75,6 +86,17 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
     tr->expert_sq = ALLOC(a, double, 3L * L * E);
     tr->expert_sq_local = ALLOC(a, double, 3L * L * m->El);
     tr->counts_scratch = ALLOC(a, int, E);
+    if (tr->cap > 0) {
+        tr->cap_local = ALLOC(a, int, k* E);
+        tr->cap_counts = ALLOC(a, int, (long)nranks* k* E);
+    }
+    if (m->S > 0) {
+        tr->sda = ALLOC(a, float, Tl* f);
+        tr->sdh0 = ALLOC(a, float, Tl* f);
+        tr->sdh1 = ALLOC(a, float, Tl* f);
+        tr->sy = ALLOC(a, float, Tl* d);
+    }
+    tr->idle_steps = ALLOC(a, long, (long)L* E);
 }
 
 int train_setup(train_t* tr, MPI_Comm comm) {
@@ -125,7 +147,9 @@ static void loss_from_stats(train_t* tr, step_stats_t* st) {
     int E = m->E, k = m->k;
     double T = tr->T, aux = 0;
     st->imbalance = 0;
+    st->dropped = 0;
     for (int l = 0; l < m->L; l++) {
+        st->dropped += tr->acts[l].dropped;
         const double* sl = tr->stat_sum + 1 + (long)l * (E + 1);
         const int64_t* load = tr->acts[l].load;
         double sw = 0, mx = 0;
@@ -215,8 +239,10 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
     st->grad_norm = grad_norm(tr);
     tr->t_comm_acc += MPI_Wtime() - t0;
 
-    double per_layer = 3.0 * (2.0 * tr->T * m->k * m->d * m->f * 3 + 2.0 * tr->T * m->d * m->E);
-    st->flops = per_layer * m->L;
+    // forward + backward (2x forward) of the kept slots, the shared experts and the router
+    double kept = (double)tr->T * m->k * m->L - st->dropped;
+    st->flops = 3.0 * (gmm_forward_flops(1, m->d, m->f) * (kept + (double)tr->T * m->S * m->L) +
+                       2.0 * tr->T * m->d * m->E * m->L);
     st->t_comm = tr->t_comm_acc;
     st->t_compute = MPI_Wtime() - t_start - st->t_comm;
     return isfinite(st->loss) && isfinite(st->grad_norm) ? MOED_OK : MOED_ERR_NUMERIC;
@@ -235,6 +261,8 @@ void train_apply(train_t* tr, double lr, step_stats_t* st) {
                      m->m + p->offset, m->v + p->offset);
     }
     update_bias(tr);
+    for (long i = 0; i < (long)m->L * m->E; i++)
+        tr->idle_steps[i] = tr->acts[i / m->E].load[i % m->E] ? 0 : tr->idle_steps[i] + 1;
     tr->step++;
     st->lr = lr;
     st->t_compute += MPI_Wtime() - t0;

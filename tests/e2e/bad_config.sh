@@ -30,6 +30,17 @@ for p in 1 2 4; do
   expect $p "out of range" "model.top_k" "$TINY" --set model.top_k=9
   expect $p "bad enum" "compute.isa" "$TINY" --set compute.isa=sse9
 done
+# router combinations that cannot work (issue 5), on every rank
+for p in 1 2; do
+  expect $p "topk_groups > n_groups" "model.topk_groups" "$TINY" --set model.n_groups=2 \
+    --set model.topk_groups=3
+  expect $p "top_k > eligible experts" "model.top_k" "$TINY" --set model.n_groups=4 \
+    --set model.topk_groups=1 --set model.top_k=3
+  expect $p "n_experts % n_groups" "model.n_groups" "$TINY" --set model.n_groups=3
+  expect $p "negative capacity" "model.capacity_factor" "$TINY" --set model.capacity_factor=-1
+  expect $p "too many shared experts" "model.n_shared_experts" "$TINY" \
+    --set model.n_shared_experts=65
+done
 for p in 2 4; do
   expect $p "n_experts % P" "model.n_experts" "$TINY" --set model.n_experts=3 --set model.top_k=1
   expect $p "global_batch_tokens % P" "train.global_batch_tokens" "$TINY" \

@@ -43,7 +43,7 @@ static char g_root[128]; // the test's scratch directory
 static void test_cfg(cfg_t* c) {
     cfg_defaults(c);
     c->model.d_model = 8, c->model.d_ff = 16, c->model.n_experts = 4, c->model.top_k = 2;
-    c->model.n_layers = 1, c->model.residual = 1;
+    c->model.n_layers = 1, c->model.residual = 1, c->model.n_shared_experts = 1;
     c->train.global_batch_tokens = 16, c->train.steps = 10, c->train.warmup_steps = 2;
     c->compute.threads = 1;
     char err[CFG_ERRLEN];
@@ -80,8 +80,8 @@ static float value(uint32_t salt, int param, long ge, long j) {
     for (int pi = 0; pi < (m)->n_params; pi++) {                                                   \
         const param_t* p = &(m)->params[pi];                                                       \
         long per = (long)p->rows * p->cols;                                                        \
-        for (int e = 0; e < (p->sharded ? (m)->El : 1); e++) {                                     \
-            long ge = p->sharded ? (m)->e0 + e : 0;                                                \
+        for (int e = 0; e < p->n_mat; e++) {                                                       \
+            long ge = p->sharded ? (m)->e0 + e : e;                                                \
             for (long j = 0; j < per; j++) {                                                       \
                 float* x = (base) + p->offset + e * per + j;                                       \
                 BODY;                                                                              \
@@ -385,6 +385,11 @@ static void test_bad_inputs(const cfg_t* c) {
     probe_expect(g_valid, &c2,
                  "residual = true (has norm scales) but the config says model.residual = false",
                  "residual");
+    c2 = *c;
+    c2.model.n_shared_experts = 2;
+    probe_expect(g_valid, &c2,
+                 "n_shared_experts = 1 but the config says model.n_shared_experts = 2",
+                 "n_shared_experts");
 
     // A file of another shape (d_model = 12): probes fine alone, not against this config.
     // Saved by rank 0 alone (a save at P costs many collectives on an oversubscribed host).

@@ -24,6 +24,8 @@ static const char* all_keys[] = {
     "model.routed_scaling",
     "model.n_groups",
     "model.topk_groups",
+    "model.capacity_factor",
+    "model.n_shared_experts",
     "train.global_batch_tokens",
     "train.steps",
     "train.lr",
@@ -44,6 +46,7 @@ static const char* all_keys[] = {
     "data.teacher_experts",
     "data.teacher_top_k",
     "data.teacher_d_ff",
+    "data.skew",
     "checkpoint.dir",
     "checkpoint.every",
     "checkpoint.keep",
@@ -52,6 +55,7 @@ static const char* all_keys[] = {
     "compute.isa",
     "compute.threads",
     "log.every",
+    "log.dead_expert_steps",
     "run.dir",
 };
 #define NALL (int)(sizeof(all_keys) / sizeof(all_keys[0]))
@@ -257,8 +261,6 @@ END_TEST
 START_TEST(test_unknown_key) {
     expect_file_error("[model]\nd_model = 32\nfoo = 1\n", "unknown key 'model.foo'");
     expect_file_error("[model]\nd_model = 32\nfoo = 1\n", ":3:");
-    // Keys of later features are not accepted yet.
-    expect_file_error("[model]\ncapacity_factor = 1.25\n", "model.capacity_factor");
     expect_file_error("[train]\nd_model = 32\n", "unknown key 'train.d_model'");
     expect_file_error("d_model = 32\n", "outside any [section]");
     expect_set_error("model.foo=1", "unknown key 'model.foo'");
@@ -340,6 +342,11 @@ START_TEST(test_out_of_range) {
                                 "model.n_layers=1025",
                                 "model.routed_scaling=0",
                                 "model.n_groups=0",
+                                "model.capacity_factor=-0.5",
+                                "model.n_shared_experts=-1",
+                                "model.n_shared_experts=65",
+                                "data.skew=-1",
+                                "log.dead_expert_steps=-1",
                                 "train.global_batch_tokens=0",
                                 "train.global_batch_tokens=1073741825",
                                 "train.steps=0",
@@ -639,7 +646,6 @@ START_TEST(test_markdown) {
     assert_has(md, "auto, ref, avx2, avx512");
     assert_has(md, "[0, 1)");
     assert_has(md, "| `model.d_model` | integer | `32` | [1, 65536] |");
-    ck_assert_ptr_null(strstr(md, "capacity_factor"));
     free(md);
 }
 END_TEST
@@ -666,6 +672,7 @@ static void check_example(const char* rel, int layers) {
 START_TEST(test_example_configs) {
     check_example("config/tiny.ini", 1);
     check_example("config/tiny2.ini", 2);
+    check_example("config/balance.ini", 1);
 }
 END_TEST
 
