@@ -200,6 +200,9 @@ int cmd_forward(int argc, char** argv, MPI_Comm comm) {
         return cli_agree(rc, err, rank, comm);
     cfg_t c;
     rc = forward_config(&a, &info, nranks, &c, err);
+    // Inference is dropless: a capacity is a training-time budget over a batch, and here
+    // padding rows of the last batch would compete with real tokens for it.
+    c.model.capacity_factor = 0;
     static const int isa_map[] = {[CFG_ISA_AUTO] = -1,
                                   [CFG_ISA_REF] = KERN_REF,
                                   [CFG_ISA_AVX2] = KERN_AVX2,

@@ -9,6 +9,9 @@
 //   ...experts.w0/w1 [E, d, f], ...experts.wo [E, f, d]; loss, mse, aux, grad_norm
 //   (float64 scalars); out [T, d] (h_L); sel_<l> (int32), gates_<l> [T, k]; g_<name> (the
 //   unclipped gradients); dx [T, d]; w1_<name>, m_<name>, v_<name> after train_apply;
+//   kept_<l> (int32 [T, k]: sel, or -1 where capacity dropped the slot); bias1 [L, E] after
+//   the bias update (with bias_update_rate > 0 the initial bias is random, not zero);
+//   shared experts as w_layers.<l>.shared.w0/w1 [S, d, f], ...shared.wo [S, f, d];
 //   meta.json (the resolved config values the test needs).
 #include <errno.h>
 #include <mpi.h>
@@ -18,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "compute/optim.h"
+#include "compute/rng.h"
 #include "config/config.h"
 #include "config/status.h"
 #include "daemon/arena.h"
@@ -76,8 +80,8 @@ static void dump_params(const model_t* m, const char* prefix, const float* base)
         for (int j = 0; j < len; j++)
             if (name[j] == '/') name[j] = '.';
         const float* t = base + p->offset;
-        if (p->sharded) {
-            long shape[3] = {m->El, p->rows, p->cols};
+        if (p->sharded || p->kind >= PK_SW0) { // expert and shared-expert stacks
+            long shape[3] = {p->n_mat, p->rows, p->cols};
             npy_f32(name, t, 3, shape);
         } else if (p->kind == PK_NORM) {
             long shape[1] = {p->cols};
@@ -100,13 +104,14 @@ static void write_meta(const cfg_t* c, int T, double lr) {
             "\"routed_scaling\": %.17g, \"n_groups\": %d, \"topk_groups\": %d, "
             "\"aux_loss_coef\": %.17g, \"z_loss_coef\": %.17g, \"lr\": %.17g, "
             "\"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"weight_decay\": %.17g, "
-            "\"clip\": %.17g, \"capacity_factor\": %.17g, \"n_shared_experts\": %d}\n",
+            "\"clip\": %.17g, \"capacity_factor\": %.17g, \"n_shared_experts\": %d, "
+            "\"bias_update_rate\": %.17g}\n",
             c->model.d_model, c->model.d_ff, c->model.n_experts, c->model.top_k, c->model.n_layers,
             T, c->model.residual, c->model.router == CFG_ROUTER_SIGMOID ? "sigmoid" : "softmax",
             c->model.norm_topk, c->model.routed_scaling, c->model.n_groups, c->model.topk_groups,
             c->train.aux_loss_coef, c->train.z_loss_coef, lr, c->train.beta1, c->train.beta2,
             c->train.eps, c->train.weight_decay, c->train.clip, c->model.capacity_factor,
-            c->model.n_shared_experts);
+            c->model.n_shared_experts, c->train.bias_update_rate);
     if (fclose(fp) != 0) die(path);
 }
 
@@ -169,6 +174,11 @@ int main(int argc, char** argv) {
     long sh_td[2] = {T, d}, sh_le[2] = {L, E}, sh_tk[2] = {T, k};
     npy_f32("x", x, 2, sh_td);
     npy_f32("y", y, 2, sh_td);
+    // With aux-loss-free balancing on, start from a non-zero bias (as a run would have after
+    // some steps) so that it changes the selection and the test sees it do so.
+    if (c.train.bias_update_rate > 0)
+        for (long i = 0; i < (long)L * E; i++)
+            m->bias[i] = 0.05f * rng_normal(99, RNG_STREAM(RNG_ROUTER, 0xFFFFE), 0, (uint64_t)i);
     npy_f32("bias", m->bias, 2, sh_le);
     dump_params(m, "w", m->w);
 
@@ -186,6 +196,13 @@ int main(int argc, char** argv) {
         write_npy(name, "<i4", 4, tr.acts[l].sel, 2, sh_tk);
         snprintf(name, sizeof name, "gates_%d", l);
         npy_f32(name, tr.acts[l].gates, 2, sh_tk);
+        snprintf(name, sizeof name, "kept_%d", l); // slot_pos < 0: dropped by capacity
+        int* kept = malloc(sizeof(int) * (size_t)T * k);
+        if (!kept) die("out of memory");
+        for (long s = 0; s < (long)T * k; s++)
+            kept[s] = tr.acts[l].slot_pos[s] >= 0 ? tr.acts[l].sel[s] : -1;
+        write_npy(name, "<i4", 4, kept, 2, sh_tk);
+        free(kept);
     }
     dump_params(m, "g", m->g);
     npy_f32("dx", tr.dx, 2, sh_td);
@@ -193,6 +210,7 @@ int main(int argc, char** argv) {
     double lr = lr_schedule(0, c.train.steps, c.train.warmup_steps, c.train.lr, c.train.lr_min);
     train_apply(&tr, lr, &st);
     dump_params(m, "w1", m->w);
+    npy_f32("bias1", m->bias, 2, sh_le);
     dump_params(m, "m", m->m);
     dump_params(m, "v", m->v);
     write_meta(&c, T, lr);

@@ -16,6 +16,7 @@ Environment: MOED_BUILD (the build dir, holding tests/golden_dump), MOED_SRC (re
 Run with Debian's /usr/bin/python3 (python3-torch, python3-numpy).
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,7 +62,34 @@ CONFIGS = [
     ("odd-shapes-k3-ref", "config/tiny2.ini",
      ["model.d_model=13", "model.d_ff=7", "model.n_experts=5", "model.top_k=3",
       "train.global_batch_tokens=45", "compute.isa=ref", "train.warmup_steps=0"]),
+    # issue 5: router options and their combinations
+    ("softmax-aux", "config/tiny.ini",
+     ["train.aux_loss_coef=0.05", "train.z_loss_coef=0", "train.warmup_steps=0"]),
+    ("z-loss", "config/tiny.ini",
+     ["train.aux_loss_coef=0", "train.z_loss_coef=0.02", "train.warmup_steps=0"]),
+    ("sigmoid-groups-scaling-bias", "config/tiny.ini",
+     ["model.router=sigmoid", "model.n_experts=16", "model.top_k=4", "model.n_groups=4",
+      "model.topk_groups=2", "model.routed_scaling=2.5", "train.bias_update_rate=0.01",
+      "train.warmup_steps=0"]),
+    ("capacity-drops", "config/tiny2.ini",
+     ["model.capacity_factor=0.6", "train.aux_loss_coef=0.01", "train.warmup_steps=0"]),
+    ("capacity-sigmoid-groups-bias", "config/tiny.ini",
+     ["model.capacity_factor=1.0", "model.router=sigmoid", "model.n_groups=4",
+      "model.topk_groups=2", "model.routed_scaling=2.0", "train.bias_update_rate=0.01",
+      "train.warmup_steps=0"]),
+    ("shared-experts", "config/tiny2.ini",
+     ["model.n_shared_experts=2", "train.warmup_steps=0"]),
+    ("shared-no-residual-odd", "config/tiny.ini",
+     ["model.n_shared_experts=1", "model.residual=false", "model.d_model=20", "model.d_ff=36",
+      "model.n_experts=6", "model.top_k=1", "train.global_batch_tokens=60",
+      "train.warmup_steps=0"]),
+    ("shared-capacity-bias-z-2threads", "config/tiny.ini",
+     ["model.n_shared_experts=1", "model.capacity_factor=0.8", "train.bias_update_rate=0.02",
+      "train.z_loss_coef=0.01", "train.aux_loss_coef=0.02", "compute.threads=2",
+      "train.warmup_steps=0"]),
 ]
+# configs with a capacity must actually drop slots, or the test would not test dropping
+MUST_DROP = {"capacity-drops", "capacity-sigmoid-groups-bias", "shared-capacity-bias-z-2threads"}
 
 
 def load_dump(outdir):
@@ -81,6 +109,8 @@ def param_names(meta):
         names.append(f"layers.{l}.router.weight")
         if meta["residual"]:
             names.append(f"layers.{l}.norm.scale")
+        if meta["n_shared_experts"]:
+            names += [f"layers.{l}.shared.w0", f"layers.{l}.shared.w1", f"layers.{l}.shared.wo"]
     for l in range(meta["L"]):
         names += [f"layers.{l}.experts.w0", f"layers.{l}.experts.w1", f"layers.{l}.experts.wo"]
     return names
@@ -116,6 +146,26 @@ def select_experts(score, bias, k, n_groups, topk_groups):
     return sel, margin
 
 
+def capacity_keep(sel, E, C):
+    """DESIGN section 2: each expert keeps its first C slots in priority order (choice i
+    first, then token index); C = 0 keeps everything. Returns a boolean [T, k] mask."""
+    T, k = sel.shape
+    keep = np.ones((T, k), dtype=bool)
+    if C == 0:
+        return keep
+    taken = np.zeros(E, dtype=np.int64)
+    for i in range(k):
+        for t in range(T):
+            e = sel[t, i]
+            keep[t, i] = taken[e] < C
+            taken[e] += 1
+    return keep
+
+
+def swiglu_ffn(x, w0, w1, wo):
+    return (torch.nn.functional.silu(x @ w0) * (x @ w1)) @ wo
+
+
 def reference_step(meta, A, dtype):
     """One training step in torch from the dumped inputs and initial weights."""
     d, E, k, L, T = meta["d"], meta["E"], meta["k"], meta["L"], meta["T"]
@@ -127,7 +177,10 @@ def reference_step(meta, A, dtype):
     bias = A["bias"].astype(np.float64)
 
     h = x
-    sels, gates_all, margins, vscores = [], [], [], []
+    c = meta["capacity_factor"]
+    C = math.ceil(c * T * k / E) if c > 0 else 0
+    S = meta["n_shared_experts"]
+    sels, keeps, gates_all, margins, vscores = [], [], [], [], []
     aux_total = torch.zeros((), dtype=dtype)
     for l in range(L):
         if residual:
@@ -148,17 +201,21 @@ def reference_step(meta, A, dtype):
         g = g * meta["routed_scaling"]
         sels.append(sel)
         gates_all.append(g.detach())
+        keep = capacity_keep(sel, E, C)  # dropped slots: no output, gates not renormalised
+        keeps.append(keep)
 
         W0, W1, Wo = (P[f"layers.{l}.experts.{w}"] for w in ("w0", "w1", "wo"))
         out = torch.zeros_like(xn)
         for e in range(E):
-            tok, slot = np.nonzero(sel == e)
+            tok, slot = np.nonzero((sel == e) & keep)
             if len(tok) == 0:
                 continue
             tok_t, slot_t = torch.from_numpy(tok), torch.from_numpy(slot)
-            xe = xn[tok_t]
-            ye = (torch.nn.functional.silu(xe @ W0[e]) * (xe @ W1[e])) @ Wo[e]
+            ye = swiglu_ffn(xn[tok_t], W0[e], W1[e], Wo[e])
             out = out.index_add(0, tok_t, g[tok_t, slot_t].unsqueeze(1) * ye)
+        for s_ in range(S):  # shared experts: every token, weight 1
+            SW0, SW1, SWo = (P[f"layers.{l}.shared.{w}"][s_] for w in ("w0", "w1", "wo"))
+            out = out + swiglu_ffn(xn, SW0, SW1, SWo)
         h = h + out if residual else out
 
         # aux_l = alpha*E*sum_e f_e*P_e, f_e without gradient; z_l = beta*mean_t lse^2
@@ -173,7 +230,16 @@ def reference_step(meta, A, dtype):
     loss = mse + aux_total
     loss.backward()
 
-    R = {"margins": margins, "vscores": vscores, "out": h.detach(), "loss": loss.detach(), "mse": mse.detach(), "aux": aux_total.detach(),
+    # aux-loss-free balancing after the step: b_e += rate*sign(mean load - load_e), loads
+    # before dropping, in float32 as moed stores the bias
+    bias1 = A["bias"].copy()
+    for l in range(L):
+        load = np.bincount(sels[l].ravel(), minlength=E).astype(np.float64)
+        step = np.float32(meta["bias_update_rate"]) * np.sign(T * k / E - load).astype(np.float32)
+        if meta["bias_update_rate"] > 0:
+            bias1[l] = bias1[l] + step
+
+    R = {"margins": margins, "keeps": keeps, "bias1": torch.from_numpy(bias1), "vscores": vscores, "out": h.detach(), "loss": loss.detach(), "mse": mse.detach(), "aux": aux_total.detach(),
          "dx": x.grad.detach()}
     for l in range(L):
         R[f"gates_{l}"] = gates_all[l]
@@ -266,9 +332,6 @@ def check_config(name, cfg, sets, tmp):
         print(f"[{name}] golden_dump failed (rc {r.returncode}):\n{r.stdout}{r.stderr}")
         return 0, 1
     meta, A = load_dump(outdir)
-    if meta.get("capacity_factor", 0) != 0 or meta.get("n_shared_experts", 0) != 0:
-        print(f"[{name}] capacity_factor / shared experts are not modelled by this test")
-        return 0, 1
 
     R64, sels = reference_step(meta, A, torch.float64)
     R32, _ = reference_step(meta, A, torch.float32)
@@ -280,7 +343,8 @@ def check_config(name, cfg, sets, tmp):
           f"norm_topk={meta['norm_topk']} scaling={meta['routed_scaling']} "
           f"groups={meta['n_groups']}/{meta['topk_groups']} aux={meta['aux_loss_coef']} "
           f"z={meta['z_loss_coef']} lr={meta['lr']:.3g} wd={meta['weight_decay']} "
-          f"clip={meta['clip']}")
+          f"clip={meta['clip']} capacity={meta['capacity_factor']} "
+          f"shared={meta['n_shared_experts']} bias_rate={meta['bias_update_rate']}")
     print(f"  loss={float(A['loss']):.8g} (torch {float(R64['loss']):.8g}), "
           f"grad_norm={float(A['grad_norm']):.6g} (torch {float(R64['grad_norm']):.6g})"
           + ("  [clipping active]" if 0 < meta["clip"] < float(R64["grad_norm"]) else ""))
@@ -312,7 +376,19 @@ def check_config(name, cfg, sets, tmp):
             print(f"      token {t}: moed {got[t].tolist()} torch {want[t].tolist()}; torch "
                   f"selection scores of those: {v[got[t]].tolist()} {v[want[t]].tolist()}")
 
-    keys = ["out", "loss", "mse", "aux", "grad_norm", "dx"]
+    # capacity: the same slots dropped, slot by slot
+    for l in range(meta["L"]):
+        got = A[f"kept_{l}"] >= 0
+        want = R64["keeps"][l]
+        nbad = int(np.count_nonzero(got != want))
+        ndrop = int(np.count_nonzero(~want))
+        ok = nbad == 0 and (ndrop > 0 or name not in MUST_DROP)
+        passed += ok
+        failed += not ok
+        print(f"  {f'kept_{l}':36s} {str(got.shape):>14s} {nbad:>12d} {'':>12s}  "
+              f"{'ok' if ok else 'FAIL'} ({ndrop} slots dropped by capacity, {nbad} differ)")
+
+    keys = ["out", "loss", "mse", "aux", "grad_norm", "dx", "bias1"]
     keys += [f"gates_{l}" for l in range(meta["L"])]
     for pre in ("g_", "w1_", "m_", "v_"):
         keys += [pre + n for n in param_names(meta)]
