@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
     cfg_defaults(&c);
     REQUIRE(cfg_set(&c, "model.n_layers=2", err, sizeof err) == 0);
     REQUIRE(cfg_set(&c, "train.bias_update_rate=0.001", err, sizeof err) == 0);
+    REQUIRE(cfg_set(&c, "model.capacity_factor=1.0", err, sizeof err) == 0);
+    REQUIRE(cfg_set(&c, "model.n_shared_experts=1", err, sizeof err) == 0);
 
     static train_t tr;
     static data_t D;
