@@ -1,5 +1,5 @@
 // Reading checkpoints: ckpt_probe (validation before anything is allocated), ckpt_load
-// (collective hyperslab reads at any rank count) and ckpt_find_resume (LATEST, with a
+// (each rank reads its own hyperslabs, at any rank count) and ckpt_find_resume (LATEST, with a
 // fallback to the newest valid file).
 #include <dirent.h>
 #include <errno.h>
@@ -331,7 +331,7 @@ int ckpt_probe(const char* path, const cfg_t* c, MPI_Comm comm, ckpt_info_t* inf
 }
 
 // ---------------------------------------------------------------------------------------
-// load: every rank reads its own experts and the replicated tensors (collective)
+// load: every rank reads its own experts and the replicated tensors (independent reads)
 
 // dst: where dataset ds lands on this rank, and how many elements (0: skip the dataset).
 static void* target(const ckpt_dset_t* ds, train_t* tr, history_t* h, int weights_only, long* n) {
@@ -432,14 +432,18 @@ static int read_dataset(hid_t f, const char* file, const ckpt_dset_t* ds, void* 
     return check_finite(ds, dst, n, m, file, msg);
 }
 
-// Like the writer, every rank makes the same sequence of collective reads whatever fails
+// Like the writer, every rank makes the same sequence of HDF5 calls whatever fails
 // locally (a NaN, a read error) and the caller agrees once at the end.
 static int read_datasets(hid_t f, const char* file, const ckpt_info_t* info, train_t* tr,
                          history_t* h, int weights_only, char* msg) {
     model_t* m = &tr->model;
     ckpt_dims_t dm = {m->L, m->d, m->f, m->E, m->residual, info->n_history, m->S};
-    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    // Independent transfers: each rank's part of a dataset is one contiguous byte range (its
+    // experts' slice, or a whole small replicated tensor), so collective buffering has
+    // nothing to merge, while every collective read costs a synchronisation of all ranks
+    // (tens of milliseconds each when ranks share cores). Measured with moed-bench ckpt at
+    // P = 2: 0.5-0.7 s instead of 1.3-1.8 s for a 0.5 GiB checkpoint.
+    hid_t dxpl = H5P_DEFAULT;
     int rc = MOED_OK, n = ckpt_dataset_count(&dm);
     for (int i = 0; i < n; i++) {
         ckpt_dset_t ds;
@@ -451,7 +455,6 @@ static int read_datasets(hid_t f, const char* file, const ckpt_info_t* info, tra
         int r = read_dataset(f, file, &ds, dst, cnt, dxpl, m, why);
         if (r && rc == MOED_OK) rc = r, memcpy(msg, why, CKPT_ERRLEN);
     }
-    H5Pclose(dxpl);
     return rc;
 }
 
