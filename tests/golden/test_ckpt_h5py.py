@@ -18,6 +18,7 @@ Environment: MOED_BUILD (the build dir, holding tests/ckpt_dump), MOED_SRC (repo
 """
 
 import configparser
+import math
 import os
 import subprocess
 import sys
@@ -39,6 +40,7 @@ SETS = [f"model.n_layers={L}", f"model.d_model={D}", f"model.d_ff={F}",
         "train.bias_update_rate=0.001"]
 
 failures = []
+CAPACITY = 0.5
 
 
 def check(ok, what):
@@ -58,23 +60,27 @@ def save(outdir, p, extra=()):
     return os.path.join(outdir, "step_%08d.h5" % STEPS)
 
 
-def trained_tensors(residual):
+def trained_tensors(residual, S=0):
     """Paths below /layers of every trained tensor, with their global shapes."""
     out = {}
     for l in range(L):
         out[f"{l}/router/weight"] = (D, E)
         if residual:
             out[f"{l}/norm/scale"] = (D,)
+        if S:
+            out[f"{l}/shared/w0"] = (S, D, F)
+            out[f"{l}/shared/w1"] = (S, D, F)
+            out[f"{l}/shared/wo"] = (S, F, D)
         out[f"{l}/experts/w0"] = (E, D, F)
         out[f"{l}/experts/w1"] = (E, D, F)
         out[f"{l}/experts/wo"] = (E, F, D)
     return out
 
 
-def expected_datasets(residual):
+def expected_datasets(residual, S=0):
     """Every dataset path of the layout -> (shape, dtype)."""
     exp = {}
-    for name, shape in trained_tensors(residual).items():
+    for name, shape in trained_tensors(residual, S).items():
         exp[f"layers/{name}"] = (shape, np.float32)
         exp[f"optimizer/m/layers/{name}"] = (shape, np.float32)
         exp[f"optimizer/v/layers/{name}"] = (shape, np.float32)
@@ -97,8 +103,8 @@ def as_str(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def check_file(path, p, residual=True):
-    tag = f"P={p}{'' if residual else ' residual=false'}"
+def check_file(path, p, residual=True, S=0, dropped=False):
+    tag = f"P={p}{'' if residual else ' residual=false'}{f' shared={S}' if S else ''}"
     with h5py.File(path, "r") as f:
         a = f.attrs
         check(as_str(a["format"]) == "moed-checkpoint", f"{tag}: format attribute")
@@ -116,7 +122,7 @@ def check_file(path, p, residual=True):
               and int(ini["model"]["n_layers"]) == L,
               f"{tag}: config attribute parses back to the saved dimensions")
 
-        exp = expected_datasets(residual)
+        exp = expected_datasets(residual, S)
         got = all_datasets(f)
         check(set(got) == set(exp), f"{tag}: exactly the documented datasets "
               f"(missing {sorted(set(exp) - set(got))}, extra {sorted(set(got) - set(exp))})")
@@ -140,8 +146,12 @@ def check_file(path, p, residual=True):
         check(np.abs(bias).max() > 0, f"{tag}: router biases saved (non-zero with "
               "train.bias_update_rate > 0)")
         load = f["metrics/expert_load"][()]
+        # loads count slots before capacity dropping, so they sum to T*k with a capacity too
         check((load.sum(axis=2) == T * K).all(), f"{tag}: expert_load sums to T*k = {T * K} "
               f"in every step and layer")
+        if dropped:
+            C = math.ceil(CAPACITY * T * K / E)
+            check((load > C).any(), f"{tag}: some expert was over its capacity C = {C}")
         loss, aux = f["metrics/loss"][()], f["metrics/aux_loss"][()]
         check(np.isfinite(loss).all() and np.isfinite(aux).all() and (aux > 0).all()
               and (loss > aux).all(), f"{tag}: loss {loss} > aux_loss {aux} > 0")
@@ -173,6 +183,10 @@ def main():
               f"(differ: {differ})")
         check_file(save(os.path.join(tmp, "nores"), 2, ["model.residual=false"]), 2,
                    residual=False)
+        # shared experts (replicated [S, ...] stacks, rank 0 writes them) and a capacity
+        check_file(save(os.path.join(tmp, "shared"), 2,
+                        ["model.n_shared_experts=2", f"model.capacity_factor={CAPACITY}"]), 2,
+                   S=2, dropped=True)
     if failures:
         sys.exit(f"{len(failures)} check(s) failed")
     print("test_ckpt_h5py: all checks passed")
