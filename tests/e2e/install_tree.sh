@@ -23,6 +23,24 @@ if [ -x "$MOED_BUILD/moed-bench" ]; then
 fi
 check "installed shell scripts parse" bash -n "$P/share/moed/slurm/moed.sbatch"
 check "installed sweep script parses" bash -n "$P/share/moed/slurm/moed-sweep.sh"
+set +e
+env -u SLURM_JOB_ID -u SLURM_NTASKS "$P/share/moed/slurm/moed.sbatch" x.ini > /dev/null 2> "$WORK/nojob"
+RC=$?
+set -e
+check "moed.sbatch outside a job: exit 2 (got $RC)" [ "$RC" -eq 2 ]
+check "moed.sbatch outside a job: says so" grep -q "not inside a Slurm job" "$WORK/nojob"
+set +e
+"$P/share/moed/slurm/moed-sweep.sh" --dry-run --grid train.lr=1,2 > /dev/null 2> "$WORK/nocfg"
+RC=$?
+set -e
+check "moed-sweep.sh without a config: exit 2 (got $RC)" [ "$RC" -eq 2 ]
+(cd "$WORK" && MOED_SWEEP_DIR="$WORK/sw" "$P/share/moed/slurm/moed-sweep.sh" --dry-run \
+  "$P/share/moed/config/tiny.ini" "$P/share/moed/config/tiny2.ini" --grid train.lr=0.01,0.003 \
+  --grid model.top_k=1,2 > "$WORK/dry")
+check "moed-sweep.sh --dry-run lists 2 configs x 2 x 2 runs" [ "$(wc -l < "$WORK/sw/sweep.txt")" -eq 8 ]
+check "moed-sweep.sh --dry-run: the last run" \
+  grep -qx "$P/share/moed/config/tiny2.ini --set train.lr=0.003 --set model.top_k=2" "$WORK/sw/sweep.txt"
+check "moed-sweep.sh --dry-run: one array of 8" grep -q "sbatch --parsable --array=0-7 " "$WORK/dry"
 
 # From elsewhere: default run.dir ("run") lands in the current directory.
 mkdir "$WORK/elsewhere"

@@ -11,6 +11,8 @@
 #   J4  srun --mpi=none: every task is "rank 0 of 1"; moed refuses to start (exit 2) and the
 #       job is not requeued
 #   J5  deploy/slurm/moed-sweep.sh: a two-run job array over train.lr
+#   J6  a real time limit: --time=1 --signal=B:USR1@50 with more steps than fit; Slurm's
+#       signal makes it checkpoint and requeue, the next start resumes, scancel ends it
 # CTest label `slurm`; about a minute on an idle 2-core machine.
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 SBATCH_SCRIPT=$MOED_SRC/deploy/slurm/moed.sbatch
@@ -39,7 +41,7 @@ stop_all() {
     [ -s "$f" ] && kill "$(cat "$f")" 2> /dev/null || true
   done
   sleep 1
-  rm -rf "$WORK"
+  if [ -n "${MOED_KEEP_WORK:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap stop_all EXIT
 
@@ -136,7 +138,10 @@ SW=$(MOED_SWEEP_DIR="$WORK/sweep" "$MOED_SRC/deploy/slurm/moed-sweep.sh" "$CFG" 
   --grid train.lr=0.01,0.003 --set train.steps=30 -- --ntasks=2)
 echo "$SW"
 J5=$(echo "$SW" | sed -n 's/.*submitted array job \([0-9]*\).*/\1/p')
-echo "submitted $J1 $J2 $J3 $J4, array $J5"
+# J6: the real thing: --time=1 with --signal=B:USR1@50, and more steps than fit in it.
+J6=$(submit j6 -- --time=1 --signal=B:USR1@50 --requeue -- --set train.steps=2000000 \
+  --set log.every=10000)
+echo "submitted $J1 $J2 $J3 $J4 $J6, array $J5"
 
 # The uninterrupted reference for J2, outside Slurm, while the jobs run.
 (HYDRA_LAUNCHER=fork timeout -k 5 300 "$MPIEXEC" -n 2 "$MOED" run "$CFG" --set log.every=50 \
@@ -206,8 +211,25 @@ for lr in 0.01 0.003; do
   i=$((i + 1))
 done
 
+# J6: Slurm itself signals 50 s before the 1-minute limit (its time-limit check runs every
+# 30 s, so 10 to 40 s in); the job checkpoints and requeues; the next start resumes. Then the
+# test cancels it: a user's scancel must end the job, not requeue it.
+for _ in $(seq 1 600); do
+  grep -q "moed: resumed from" "$WORK/j6/moed.log" 2> /dev/null && break
+  sleep 0.5
+done
+check "J6: the time-limit signal reached moed" \
+  grep -q "SIGUSR1 received: stopped cleanly after [0-9]* steps; checkpoint" "$WORK/j6/moed.log"
+check "J6: requeued with work left" grep -q "requeueing job $J6" "$WORK/j6/moed.log"
+check "J6: restarted (restart 1) and resumed" grep -q "restart 1 on" "$WORK/j6/moed.log"
+scancel "$J6" || true
+wait_gone "$J6" 60 || true
+check "J6: scancel ends it ($(job_field "$J6" JobState), Restarts=$(job_field "$J6" Restarts))" \
+  [ "$(job_field "$J6" JobState)" = CANCELLED ]
+check "J6: not requeued after scancel" grep -q "by SIGTERM (scancel or preemption): not requeueing" "$WORK/j6/moed.log"
+
 if [ "$FAILS" -gt 0 ]; then
-  for j in j1 j2 j3 j4; do echo "--- $j"; grep -v "^step" "$WORK/$j/moed.log" 2> /dev/null | tail -8; done
+  for j in j1 j2 j3 j4 j6; do echo "--- $j"; grep -v "^step" "$WORK/$j/moed.log" 2> /dev/null | tail -8; done
   tail -5 "$S/log/slurmctld.log"
 fi
 finish
