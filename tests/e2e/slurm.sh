@@ -11,6 +11,7 @@
 #   J4  srun --mpi=none: every task is "rank 0 of 1"; moed refuses to start (exit 2) and the
 #       job is not requeued
 #   J5  deploy/slurm/moed-sweep.sh: a two-run job array over train.lr
+#   J7  a config moed rejects: the job fails with exit code 2, nothing is launched
 #   J6  a real time limit: --time=1 --signal=B:USR1@50 with more steps than fit; Slurm's
 #       signal makes it checkpoint and requeue, the next start resumes, scancel ends it
 # CTest label `slurm`; about a minute on an idle 2-core machine.
@@ -141,7 +142,9 @@ J5=$(echo "$SW" | sed -n 's/.*submitted array job \([0-9]*\).*/\1/p')
 # J6: the real thing: --time=1 with --signal=B:USR1@50, and more steps than fit in it.
 J6=$(submit j6 -- --time=1 --signal=B:USR1@50 --requeue -- --set train.steps=2000000 \
   --set log.every=10000)
-echo "submitted $J1 $J2 $J3 $J4 $J6, array $J5"
+# J7: a config moed rejects: the job fails with moed's exit code 2 before launching ranks.
+J7=$(submit j7 -- -- --set model.top_k=99)
+echo "submitted $J1 $J2 $J3 $J4 $J6 $J7, array $J5"
 
 # The uninterrupted reference for J2, outside Slurm, while the jobs run.
 (HYDRA_LAUNCHER=fork timeout -k 5 300 "$MPIEXEC" -n 2 "$MOED" run "$CFG" --set log.every=50 \
@@ -228,8 +231,15 @@ check "J6: scancel ends it ($(job_field "$J6" JobState), Restarts=$(job_field "$
   [ "$(job_field "$J6" JobState)" = CANCELLED ]
 check "J6: not requeued after scancel" grep -q "by SIGTERM (scancel or preemption): not requeueing" "$WORK/j6/moed.log"
 
+wait_gone "$J7" 120 || true
+check "J7 (bad config): failed ($(job_field "$J7" JobState))" [ "$(job_field "$J7" JobState)" = FAILED ]
+check "J7: exit code 2 ($(job_field "$J7" ExitCode))" [ "$(job_field "$J7" ExitCode)" = 2:0 ]
+check "J7: moed's error line names the key" grep -q "^moed: error: .*model.top_k" "$WORK/j7/moed.log"
+check "J7: the script says it did not start" grep -q "configuration is invalid .*; not starting" "$WORK/j7.out"
+check "J7: nothing launched" bash -c "! grep -q launching '$WORK/j7/moed.log'"
+
 if [ "$FAILS" -gt 0 ]; then
-  for j in j1 j2 j3 j4 j6; do echo "--- $j"; grep -v "^step" "$WORK/$j/moed.log" 2> /dev/null | tail -8; done
+  for j in j1 j2 j3 j4 j6 j7; do echo "--- $j"; grep -v "^step" "$WORK/$j/moed.log" 2> /dev/null | tail -8; done
   tail -5 "$S/log/slurmctld.log"
 fi
 finish
