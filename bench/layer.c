@@ -3,13 +3,13 @@
 // and thread count. The issue-2 targets: >= 70% for d=512 f=1024 E=8 k=2 T=4096, >= 50% for
 // the fine-grained d=256 f=512 E=64 k=4 T=2048.
 #include <mpi.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench/bench.h"
 #include "compute/kernels/kernels.h"
+#include "compute/omp_compat.h"
 #include "compute/rng.h"
 #include "config/config.h"
 #include "daemon/train.h"

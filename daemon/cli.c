@@ -41,6 +41,37 @@ int cli_load_config(cfg_t* c, int argc, char** argv, int i, int nranks, char* er
     return rc;
 }
 
+int cli_check_launch(const cfg_t* c, int nranks, char* err) {
+    const char* want = getenv("MOED_EXPECT_RANKS");
+    if (want && *want) {
+        char* end;
+        long n = strtol(want, &end, 10);
+        if (*end || n < 1) {
+            snprintf(err, CLI_ERRLEN, "MOED_EXPECT_RANKS = '%.40s': not a positive integer", want);
+            return MOED_ERR_CONFIG;
+        }
+        if (n != nranks) {
+            snprintf(err, CLI_ERRLEN,
+                     "MOED_EXPECT_RANKS = %ld but the MPI world has %d rank%s: the launcher did "
+                     "not connect the ranks (srun --mpi=pmi2 with MPICH, or mpiexec.mpich)",
+                     n, nranks, nranks > 1 ? "s" : "");
+            return MOED_ERR_CONFIG;
+        }
+    }
+#ifndef _OPENMP
+    if (c->compute.threads > 1) {
+        snprintf(err, CLI_ERRLEN,
+                 "compute.threads = %d: this moed was built without OpenMP (MOED_OPENMP=OFF); "
+                 "use 1 and more ranks",
+                 c->compute.threads);
+        return MOED_ERR_CONFIG;
+    }
+#else
+    (void)c;
+#endif
+    return MOED_OK;
+}
+
 int cli_select_isa(const cfg_t* c, char* err) {
     static const int map[] = {[CFG_ISA_AUTO] = -1,
                               [CFG_ISA_REF] = KERN_REF,

@@ -13,6 +13,11 @@
 // Parses CONFIG (argv[i]) and the --set overrides after it; MOED_ISA overrides compute.isa;
 // then validates for `nranks`. Returns 0 or 2 with a message in err.
 int cli_load_config(cfg_t* c, int argc, char** argv, int i, int nranks, char* err);
+// What the launch and the build allow, checked before anything is opened: MOED_EXPECT_RANKS
+// (set by deploy/slurm/moed.sbatch to SLURM_NTASKS) must equal the MPI world size, which
+// catches launchers that start P independent "rank 0 of 1" copies; compute.threads > 1 needs
+// an OpenMP build. 0 or 2 with a message in err.
+int cli_check_launch(const cfg_t* c, int nranks, char* err);
 // Applies c->compute.isa (and its thread count to the pack buffers). 0 or 2.
 int cli_select_isa(const cfg_t* c, char* err);
 // Every rank passes its own status; all get the worst one. The lowest failing rank prints

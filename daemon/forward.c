@@ -6,11 +6,11 @@
 // alone, so the output is the same at any P and equals the training forward.
 #include <hdf5.h>
 #include <mpi.h>
-#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "compute/kernels/kernels.h"
+#include "compute/omp_compat.h"
 #include "config/status.h"
 #include "daemon/ckpt.h"
 #include "daemon/cli.h"
@@ -203,6 +203,7 @@ int cmd_forward(int argc, char** argv, MPI_Comm comm) {
     // Inference is dropless: a capacity is a training-time budget over a batch, and here
     // padding rows of the last batch would compete with real tokens for it.
     c.model.capacity_factor = 0;
+    if (rc == 0) rc = cli_check_launch(&c, nranks, err);
     static const int isa_map[] = {[CFG_ISA_AUTO] = -1,
                                   [CFG_ISA_REF] = KERN_REF,
                                   [CFG_ISA_AVX2] = KERN_AVX2,

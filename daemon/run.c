@@ -3,12 +3,12 @@
 // signals and at the end, and the final report.
 #include <math.h>
 #include <mpi.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "compute/kernels/kernels.h"
+#include "compute/omp_compat.h"
 #include "config/status.h"
 #include "daemon/ckpt.h"
 #include "daemon/cli.h"
@@ -157,6 +157,7 @@ int cmd_run(int argc, char** argv, MPI_Comm comm) {
     char err[ERRLEN] = "";
     cfg_t* c = &s.cfg;
     int rc = cli_load_config(c, argc, argv, 2, s.nranks, err);
+    if (rc == 0) rc = cli_check_launch(c, s.nranks, err);
     if (rc == 0) rc = cli_select_isa(c, err);
     if ((rc = cli_agree(rc, err, s.rank, comm))) return rc;
     cfg_write_ini(c, s.config_text, sizeof s.config_text);
