@@ -66,7 +66,9 @@ static const enum_name source_names[] = {
     {"synthetic", CFG_DATA_SYNTHETIC}, {"hdf5", CFG_DATA_HDF5}, {NULL, 0}};
 static const enum_name resume_names[] = {
     {"never", CFG_RESUME_NEVER}, {"auto", CFG_RESUME_AUTO}, {NULL, 0}};
-static const enum_name dispatcher_names[] = {{"alltoallv", CFG_DISPATCH_ALLTOALLV}, {NULL, 0}};
+static const enum_name dispatcher_names[] = {{"alltoallv", CFG_DISPATCH_ALLTOALLV},
+                                             {"alltoallv_chunked", CFG_DISPATCH_ALLTOALLV_CHUNKED},
+                                             {NULL, 0}};
 static const enum_name isa_names[] = {{"auto", CFG_ISA_AUTO},
                                       {"ref", CFG_ISA_REF},
                                       {"avx2", CFG_ISA_AVX2},
@@ -137,7 +139,12 @@ static const cfg_key keys[] = {
     ENUM(checkpoint, resume, "never", resume_names,
          "auto: continue from the checkpoint LATEST names (or the newest valid one)"),
 
-    ENUM(comm, dispatcher, "alltoallv", dispatcher_names, "token dispatch/combine strategy"),
+    ENUM(comm, dispatcher, "alltoallv", dispatcher_names,
+         "token dispatch/combine: alltoallv (blocking); alltoallv_chunked (comm.chunks "
+         "nonblocking exchanges overlapped with the experts; bit-identical to alltoallv)"),
+    INT(comm, chunks, "4", 1, 256,
+        "chunks of the local tokens for alltoallv_chunked; need not divide them, <= the "
+        "local tokens"),
 
     ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),
@@ -405,7 +412,6 @@ void cfg_defaults(cfg_t* c) {
     // Fields of features that are not implemented yet: not in the table, so not settable.
     c->model.capacity_factor = 0.0; // dropless
     c->model.n_shared_experts = 0;
-    c->comm.chunks = 1;
     c->comm.chunk_axis = CFG_CHUNK_TOKENS;
     c->log.dead_expert_steps = 100;
 }
@@ -653,6 +659,9 @@ static int validate_ranks(const cfg_t* c, int P, char* err, size_t errlen) {
              T, P);
     if (T % P != 0)
         FAIL("train.global_batch_tokens (%d) is not divisible by the number of ranks (%d)", T, P);
+    if (c->comm.dispatcher == CFG_DISPATCH_ALLTOALLV_CHUNKED && c->comm.chunks > T / P)
+        FAIL("comm.chunks (%d) exceeds the %d local tokens of each of the %d ranks", c->comm.chunks,
+             T / P, P);
     return MOED_OK;
 }
 

@@ -6,7 +6,7 @@
 #include "compute/kernels/kernels.h"
 #include "compute/permute.h"
 #include "compute/rmsnorm.h"
-#include "daemon/train.h"
+#include "daemon/layer_alt.h"
 
 // Wall time spent inside communication, for the progress line's comm share.
 #define TIMED_COMM(tr, call)                                                                       \
@@ -36,9 +36,13 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     for (int e = 0; e < E; e++) tr->counts_scratch[e] = A->route.send_expert_counts[e];
     TIMED_COMM(tr, {
         MPI_Allreduce(MPI_IN_PLACE, tr->counts_scratch, E, MPI_INT, MPI_SUM, tr->comm.comm);
-        comm_exchange_counts(&tr->comm, &A->route);
+        if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV) comm_exchange_counts(&tr->comm, &A->route);
     });
     for (int e = 0; e < E; e++) A->load[e] = tr->counts_scratch[e];
+    if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV_CHUNKED) {
+        layer_chunked_forward(tr, l, hout); // dispatch .. unpermute, chunk by chunk
+        goto residual;
+    }
 
     // dispatch
     permute_rows(Tl, k, d, A->slot_pos, A->xn, tr->xs);
@@ -52,6 +56,7 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     // combine, unpermute, residual
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->ye, A->yslot, d));
     unpermute_forward(Tl, k, d, A->slot_pos, A->gates, A->yslot, hout);
+residual:
     if (m->residual)
         for (long i = 0; i < (long)Tl * d; i++) hout[i] = hin[i] + hout[i];
 }
@@ -63,6 +68,10 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
     layer_params_t G = model_layer(m, m->g, l);
     int Tl = tr->Tl, d = m->d, E = m->E, k = m->k, f = m->f;
 
+    if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV_CHUNKED) {
+        layer_chunked_backward(tr, l, dout); // unpermute .. permute backward, chunk by chunk
+        goto router;
+    }
     // unpermute: gate gradients and per-slot output gradients
     unpermute_backward(Tl, k, d, A->slot_pos, A->gates, A->yslot, dout, tr->dgates, tr->dslot);
     TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->dslot, tr->ye, d));
@@ -75,6 +84,7 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->de, tr->dslot, d));
     permute_rows_backward(Tl, k, d, A->slot_pos, tr->dslot, tr->dxn);
 
+router:
     // router: dlogits, then its share of dxn and the leaf partials of dWr
     double frac[4096]; // [E] global load fractions f_e (E <= 4096, validated)
     for (int e = 0; e < E; e++) frac[e] = (double)A->load[e] / ((double)tr->T * k);

@@ -75,6 +75,7 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
     tr->expert_sq = ALLOC(a, double, 3L * L * E);
     tr->expert_sq_local = ALLOC(a, double, 3L * L * m->El);
     tr->counts_scratch = ALLOC(a, int, E);
+    dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, L, tr->Tl, E, k, nranks, a);
 }
 
 int train_setup(train_t* tr, MPI_Comm comm) {
@@ -190,6 +191,7 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
     long n = (long)tr->Tl * m->d;
     double t_start = MPI_Wtime();
     tr->t_comm_acc = 0;
+    dispatch_reset_times(&tr->disp);
     memset(st, 0, sizeof *st);
 
     train_forward(tr, x);
@@ -217,7 +219,8 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
 
     double per_layer = 3.0 * (2.0 * tr->T * m->k * m->d * m->f * 3 + 2.0 * tr->T * m->d * m->E);
     st->flops = per_layer * m->L;
-    st->t_comm = tr->t_comm_acc;
+    st->t_comm = tr->t_comm_acc + tr->disp.t_wait; // exposed: the rank waited on it
+    st->t_comm_overlap = dispatch_overlap(&tr->disp);
     st->t_compute = MPI_Wtime() - t_start - st->t_comm;
     return isfinite(st->loss) && isfinite(st->grad_norm) ? MOED_OK : MOED_ERR_NUMERIC;
 }

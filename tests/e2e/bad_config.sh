@@ -29,11 +29,16 @@ for p in 1 2 4; do
   expect $p "unknown --set key" "train.nope" "$TINY" --set train.nope=1
   expect $p "out of range" "model.top_k" "$TINY" --set model.top_k=9
   expect $p "bad enum" "compute.isa" "$TINY" --set compute.isa=sse9
+  expect $p "bad dispatcher" "comm.dispatcher" "$TINY" --set comm.dispatcher=alltoall
+  expect $p "chunks out of range" "comm.chunks" "$TINY" --set comm.chunks=0
 done
 for p in 2 4; do
   expect $p "n_experts % P" "model.n_experts" "$TINY" --set model.n_experts=3 --set model.top_k=1
   expect $p "global_batch_tokens % P" "train.global_batch_tokens" "$TINY" \
     --set train.global_batch_tokens=$((4 * 64 + 1))
+  # more chunks than local tokens (256 / P of them)
+  expect $p "comm.chunks > local tokens" "comm.chunks" "$TINY" \
+    --set comm.dispatcher=alltoallv_chunked --set comm.chunks=$((256 / p + 1))
 done
 # AVX-512 asked for on a CPU (or build) without it is a config error, not a crash.
 if ! grep -q avx512f /proc/cpuinfo; then
