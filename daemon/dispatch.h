@@ -20,12 +20,32 @@
 #define DISPATCH_TILE_M 256
 #define DISPATCH_TILE_N 256
 
+// Per-layer state of the ring dispatcher, kept from forward for backward.
+typedef struct {
+    int* sel;     // [T, k]  global expert of every slot of every rank's tokens (-1: dropped)
+    float* gates; // [T, k]
+    int* row;     // [T, k]  expert-side row of each slot routed to a local expert, else -1
+    int* pos;     // [P, El] first expert-side row of block b's rows for local expert e
+    int* cnt;     // [P, El] rows of block b (rank b's tokens) for local expert e
+    float* ye;    // [Nmax, d] expert outputs (backward needs them for the gate gradients)
+} ring_layer_t;
+
 typedef struct {
     int kind;              // CFG_DISPATCH_* in use now
     comm_chunks_t* chunks; // [L] chunk plans kept from forward for backward (alltoallv_chunked)
     int C;                 // comm.chunks
-    MPI_Request* reqs;     // [2 * C] chunk dispatches, then chunk combines
-    int active;            // exchanges in flight
+    MPI_Request* reqs;     // [nreq] chunked: C dispatches then C combines; ring: 2 + 2P
+    int nreq;
+    int active; // exchanges in flight
+    // ring (daemon/layer_ring.c)
+    int axis;           // comm.chunk_axis
+    ring_layer_t* ring; // [L]
+    float* xbuf;        // [2, Tl, d] token blocks travelling round the ring
+    float* psend;       // [P, Tl, d + k] partial results by destination rank (own: kept)
+    float* precv;       // [P, Tl, d + k] partial results received, by source rank
+    float* slice_send;  // [2, Tl, ceil(d / C)] embed axis: this rank's slices, packed
+    float* slice_recv;  // [2, T, ceil(d / C)] embed axis: gathered slices
+    double* dg_acc;     // [Nmax] gate-gradient dot product of each expert-side row
     // communication time of the current step (seconds)
     double t_wait;     // blocked in MPI_Wait on a nonblocking exchange (exposed)
     double t_inflight; // at least one nonblocking exchange in flight
@@ -33,9 +53,10 @@ typedef struct {
 } dispatch_t;
 
 // Carves the dispatcher's buffers from `a` for L layers, T local tokens, E experts, k, P
-// ranks (counting pass: a NULL-returning arena, as train_layout).
-void dispatch_layout(dispatch_t* ds, int kind, int chunks, int L, int T, int E, int k, int P,
-                     arena_t* a);
+// ranks, width d and Nmax expert-side rows (counting pass: a NULL-returning arena, as
+// train_layout). `auto` lays out every strategy.
+void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int T, int E, int k,
+                     int P, int d, long Nmax, arena_t* a);
 
 // Nonblocking exchange bookkeeping: call dispatch_started after posting request slot i,
 // dispatch_wait to complete it, dispatch_progress between kernels to drive MPI.

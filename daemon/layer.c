@@ -39,8 +39,11 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
         if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV) comm_exchange_counts(&tr->comm, &A->route);
     });
     for (int e = 0; e < E; e++) A->load[e] = tr->counts_scratch[e];
-    if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV_CHUNKED) {
-        layer_chunked_forward(tr, l, hout); // dispatch .. unpermute, chunk by chunk
+    if (tr->disp.kind != CFG_DISPATCH_ALLTOALLV) { // dispatch .. unpermute, other strategies
+        if (tr->disp.kind == CFG_DISPATCH_RING)
+            layer_ring_forward(tr, l, hout);
+        else
+            layer_chunked_forward(tr, l, hout);
         goto residual;
     }
 
@@ -68,8 +71,11 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
     layer_params_t G = model_layer(m, m->g, l);
     int Tl = tr->Tl, d = m->d, E = m->E, k = m->k, f = m->f;
 
-    if (tr->disp.kind == CFG_DISPATCH_ALLTOALLV_CHUNKED) {
-        layer_chunked_backward(tr, l, dout); // unpermute .. permute backward, chunk by chunk
+    if (tr->disp.kind != CFG_DISPATCH_ALLTOALLV) { // unpermute .. permute backward
+        if (tr->disp.kind == CFG_DISPATCH_RING)
+            layer_ring_backward(tr, l, dout);
+        else
+            layer_chunked_backward(tr, l, dout);
         goto router;
     }
     // unpermute: gate gradients and per-slot output gradients

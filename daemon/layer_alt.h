@@ -12,6 +12,12 @@
 void layer_chunked_forward(train_t* tr, int l, float* out);
 void layer_chunked_backward(train_t* tr, int l, const float* dout);
 
+// ring (daemon/layer_ring.c), either comm.chunk_axis. Forward: from the route stage (sel,
+// gates; slot_pos < 0 marks a dropped slot) to `out` [Tl, d] (no residual). Backward: from
+// dout to tr->dgates and tr->dxn, as alltoallv_chunked.
+void layer_ring_forward(train_t* tr, int l, float* out);
+void layer_ring_backward(train_t* tr, int l, const float* dout);
+
 // Expert compute on a run of rows [r0, r0 + n) of local expert e (daemon/expert_rows.c).
 // Forward: h0, h1, a from A->xe, outputs into y [Nmax, d]. Backward (dy in tr->ye): da,
 // then dh0, dh1 and dx (tr->de); _da and _dx are its two halves. Weights: dWo, dW0, dW1 of

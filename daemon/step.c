@@ -75,7 +75,8 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
     tr->expert_sq = ALLOC(a, double, 3L * L * E);
     tr->expert_sq_local = ALLOC(a, double, 3L * L * m->El);
     tr->counts_scratch = ALLOC(a, int, E);
-    dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, L, tr->Tl, E, k, nranks, a);
+    dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, c->comm.chunk_axis, L, tr->Tl,
+                    E, k, nranks, d, Nmax, a);
 }
 
 int train_setup(train_t* tr, MPI_Comm comm) {

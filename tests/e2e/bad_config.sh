@@ -31,6 +31,9 @@ for p in 1 2 4; do
   expect $p "bad enum" "compute.isa" "$TINY" --set compute.isa=sse9
   expect $p "bad dispatcher" "comm.dispatcher" "$TINY" --set comm.dispatcher=alltoall
   expect $p "chunks out of range" "comm.chunks" "$TINY" --set comm.chunks=0
+  expect $p "bad chunk axis" "comm.chunk_axis" "$TINY" --set comm.chunk_axis=experts
+  expect $p "ring embed chunks > d_model" "comm.chunks" "$TINY" --set comm.dispatcher=ring \
+    --set comm.chunk_axis=embed --set comm.chunks=33
 done
 for p in 2 4; do
   expect $p "n_experts % P" "model.n_experts" "$TINY" --set model.n_experts=3 --set model.top_k=1

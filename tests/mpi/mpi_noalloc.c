@@ -48,14 +48,17 @@ void* __wrap_aligned_alloc(size_t al, size_t n) {
 
 static int rank;
 
-// Four steps with comm.dispatcher = `dispatcher`; none of the last three may allocate.
-static void run(const char* dispatcher) {
+// Four steps with comm.dispatcher = `dispatcher` and comm.chunk_axis = `axis`; none of the
+// last three may allocate.
+static void run(const char* dispatcher, const char* axis) {
     char err[CFG_ERRLEN], kv[64];
     cfg_t c;
     cfg_defaults(&c);
     REQUIRE(cfg_set(&c, "model.n_layers=2", err, sizeof err) == 0);
     REQUIRE(cfg_set(&c, "train.bias_update_rate=0.001", err, sizeof err) == 0);
     snprintf(kv, sizeof kv, "comm.dispatcher=%s", dispatcher);
+    REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
+    snprintf(kv, sizeof kv, "comm.chunk_axis=%s", axis);
     REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
     n_alloc = 0;
 
@@ -86,7 +89,8 @@ static void run(const char* dispatcher) {
         if (rank == 0) metrics_step(&mt, &tr, step + 1, &st, 0.01);
         counting = 0;
     }
-    printf("rank %d: %s: %ld allocations by moed code during 3 steps\n", rank, dispatcher, n_alloc);
+    printf("rank %d: %s (%s): %ld allocations by moed code during 3 steps\n", rank, dispatcher,
+           axis, n_alloc);
     REQUIRE(n_alloc == 0);
     // the counter itself works: an allocation while counting is seen
     counting = 1;
@@ -104,8 +108,10 @@ static void run(const char* dispatcher) {
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    run("alltoallv");
-    run("alltoallv_chunked");
+    run("alltoallv", "tokens");
+    run("alltoallv_chunked", "tokens");
+    run("ring", "tokens");
+    run("ring", "embed");
     MPI_Finalize();
     return 0;
 }

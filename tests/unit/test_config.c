@@ -50,6 +50,7 @@ static const char* all_keys[] = {
     "checkpoint.resume",
     "comm.dispatcher",
     "comm.chunks",
+    "comm.chunk_axis",
     "compute.isa",
     "compute.threads",
     "log.every",
@@ -175,6 +176,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.checkpoint.resume, CFG_RESUME_NEVER);
     ck_assert_int_eq(c.comm.dispatcher, CFG_DISPATCH_ALLTOALLV);
     ck_assert_int_eq(c.comm.chunks, 4);
+    ck_assert_int_eq(c.comm.chunk_axis, CFG_CHUNK_TOKENS);
     ck_assert_int_eq(c.compute.isa, CFG_ISA_AUTO);
     ck_assert_int_eq(c.compute.threads, 1);
     ck_assert_int_eq(c.log.every, 10);
@@ -328,7 +330,8 @@ START_TEST(test_bad_enum) {
     // Values of later features are not accepted yet.
     expect_set_error("data.source=csv", "data.source");
     expect_set_error("checkpoint.resume=sometimes", "must be one of: never, auto");
-    expect_set_error("comm.dispatcher=ring", "comm.dispatcher");
+    expect_set_error("comm.dispatcher=alltoall", "comm.dispatcher");
+    expect_set_error("comm.chunk_axis=experts", "must be one of: tokens, embed");
 }
 END_TEST
 
@@ -515,6 +518,13 @@ START_TEST(test_cross_key) {
     expect_invalid(&c, 4, "comm.chunks (65) exceeds the 64 local tokens of each of the 4 ranks");
     expect_valid(&c, 2);
     set_ok(&c, "comm.dispatcher=alltoallv"); // chunks only matter to the chunked dispatcher
+    expect_valid(&c, 4);
+    set_ok(&c, "comm.dispatcher=ring"); // ...and to ring's embed axis, as slices of d_model
+    set_ok(&c, "comm.chunks=33");
+    expect_valid(&c, 1);
+    set_ok(&c, "comm.chunk_axis=embed");
+    expect_invalid(&c, 1, "comm.chunks (33) exceeds model.d_model (32)");
+    set_ok(&c, "comm.chunks=32");
     expect_valid(&c, 4);
 }
 END_TEST
