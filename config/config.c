@@ -69,6 +69,7 @@ static const enum_name resume_names[] = {
 static const enum_name dispatcher_names[] = {{"alltoallv", CFG_DISPATCH_ALLTOALLV},
                                              {"alltoallv_chunked", CFG_DISPATCH_ALLTOALLV_CHUNKED},
                                              {"ring", CFG_DISPATCH_RING},
+                                             {"auto", CFG_DISPATCH_AUTO},
                                              {NULL, 0}};
 static const enum_name chunk_axis_names[] = {
     {"tokens", CFG_CHUNK_TOKENS}, {"embed", CFG_CHUNK_EMBED}, {NULL, 0}};
@@ -148,7 +149,7 @@ static const cfg_key keys[] = {
          "(all-gather tokens, every rank runs its experts on all of them, partial outputs "
          "reduce-scattered; the per-rank partial sums reorder each token's k-slot sum, so "
          "results match alltoallv within 1e-5 relative, bit-identical run to run at a fixed "
-         "rank count)"),
+         "rank count); auto (times each on the first batch, keeps the fastest)"),
     INT(comm, chunks, "4", 1, 256,
         "chunks of the local tokens (alltoallv_chunked; <= the local tokens) or slices of "
         "d_model (ring with chunk_axis = embed; <= d_model); need not divide them"),

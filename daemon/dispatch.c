@@ -22,8 +22,8 @@ static void layout_chunked(dispatch_t* ds, int L, int E, int P, arena_t* a) {
     }
 }
 
-static void layout_ring(dispatch_t* ds, int L, int Tl, int E, int k, int P, int d, long Nmax,
-                        arena_t* a) {
+static void layout_ring(dispatch_t* ds, int any, int L, int Tl, int E, int k, int P, int d,
+                        long Nmax, arena_t* a) {
     long T = (long)Tl * P, El = E / P;
     ds->ring = ALLOC(a, ring_layer_t, L);
     for (int l = 0; l < L; l++) {
@@ -38,7 +38,7 @@ static void layout_ring(dispatch_t* ds, int L, int Tl, int E, int k, int P, int 
     ds->xbuf = ALLOC(a, float, 2L * Tl * d);
     ds->psend = ALLOC(a, float, T*(d + k));
     ds->precv = ALLOC(a, float, T*(d + k));
-    if (ds->axis == CFG_CHUNK_EMBED) {
+    if (ds->axis == CFG_CHUNK_EMBED || any) {
         long w = (d + ds->C - 1) / ds->C;
         ds->slice_send = ALLOC(a, float, 2L * Tl * w);
         ds->slice_recv = ALLOC(a, float, 2L * T * w);
@@ -48,7 +48,7 @@ static void layout_ring(dispatch_t* ds, int L, int Tl, int E, int k, int P, int 
 
 void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int T, int E, int k,
                      int P, int d, long Nmax, arena_t* a) {
-    ds->kind = kind;
+    ds->kind = kind == CFG_DISPATCH_AUTO ? CFG_DISPATCH_ALLTOALLV : kind; // until tuned
     ds->C = chunks;
     ds->axis = axis;
     int any = kind == CFG_DISPATCH_AUTO;
@@ -58,7 +58,7 @@ void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int 
         ds->nreq = 2 * chunks;
     }
     if (any || kind == CFG_DISPATCH_RING) {
-        layout_ring(ds, L, T, E, k, P, d, Nmax, a);
+        layout_ring(ds, any, L, T, E, k, P, d, Nmax, a);
         if (2 + 2 * P > ds->nreq) ds->nreq = 2 + 2 * P;
     }
     ds->reqs = ALLOC(a, MPI_Request, ds->nreq);

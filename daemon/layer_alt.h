@@ -3,6 +3,8 @@
 #ifndef MOED_LAYER_ALT_H
 #define MOED_LAYER_ALT_H
 
+#include <stdio.h>
+
 #include "daemon/train.h"
 
 // alltoallv_chunked (daemon/layer_chunked.c). Forward: from the route stage's sel and
@@ -17,6 +19,12 @@ void layer_chunked_backward(train_t* tr, int l, const float* dout);
 // dout to tr->dgates and tr->dxn, as alltoallv_chunked.
 void layer_ring_forward(train_t* tr, int l, float* out);
 void layer_ring_backward(train_t* tr, int l, const float* dout);
+
+// comm.dispatcher = auto (daemon/dispatch_auto.c): times forward + backward on the batch
+// x, y with every strategy (no weight update), switches tr->disp to the fastest (the same
+// on every rank) and prints the timings and the choice to `out` (NULL: silent). Returns
+// MOED_OK or MOED_ERR_NUMERIC when a pass gave a non-finite loss. Collective.
+int dispatch_autotune(train_t* tr, const float* x, const float* y, FILE* out);
 
 // Expert compute on a run of rows [r0, r0 + n) of local expert e (daemon/expert_rows.c).
 // Forward: h0, h1, a from A->xe, outputs into y [Nmax, d]. Backward (dy in tr->ye): da,
