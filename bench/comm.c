@@ -62,7 +62,18 @@ static void make_routing(int Tl, int k, int skew, int* sel, float* gates) {
 
 // Mean seconds per iteration of `fn` on this rank, after `warm` untimed iterations.
 typedef struct {
+    int* sel;         // [Tl, k]
+    int* sel_all;     // [P * Tl, k]
+    float* gates_all; // [P * Tl, k]
+    float* xall;      // [P * Tl, d]
+    float* part;      // [P, Tl, d]
+    float* part_recv; // [P, Tl, d]
+    int* row;         // [P * Tl, k] expert-side row of each local slot, else -1
+} ring_bufs_t;
+
+typedef struct {
     comm_ctx_t* cx;
+    ring_bufs_t rg;
     comm_route_t* route;
     comm_chunks_t* ch;
     int Tl, k;
@@ -102,6 +113,39 @@ static void run_chunked(ex_t* x) {
     }
     for (int c = 0; c < ch->C; c++) MPI_Wait(&x->reqs[ch->C + c], MPI_STATUS_IGNORE);
     unpermute_forward(x->Tl, x->k, D, x->slot_pos_chunked, x->gates, x->yslot, x->out);
+}
+
+// The ring dispatcher's traffic and copies, with MPI collectives of the same sizes in place
+// of its ring of messages: routing and token rows all-gathered, local slots' rows placed on
+// the expert side, per-rank partial outputs (gate-weighted sums of the local slots' rows)
+// exchanged pairwise and summed in rank order.
+static void run_ring(ex_t* x) {
+    ring_bufs_t* g = &x->rg;
+    long Tk = (long)x->Tl * x->k, n = (long)x->Tl * D;
+    MPI_Allgather(g->sel, (int)Tk, MPI_INT, g->sel_all, (int)Tk, MPI_INT, MPI_COMM_WORLD);
+    MPI_Allgather(x->gates, (int)Tk, MPI_FLOAT, g->gates_all, (int)Tk, MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Allgather(x->xn, (int)n, MPI_FLOAT, g->xall, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+    for (long s = 0; s < Tk * g_P; s++)
+        if (g->row[s] >= 0)
+            memcpy(x->xe + (long)g->row[s] * D, g->xall + s / x->k * D, sizeof(float) * D);
+    for (long t = 0; t < (long)x->Tl * g_P; t++) {
+        float* o = g->part + t * D;
+        memset(o, 0, sizeof(float) * D);
+        for (int i = 0; i < x->k; i++) {
+            int r = g->row[t * x->k + i];
+            if (r < 0) continue;
+            float w = g->gates_all[t * x->k + i];
+            const float* y = x->xe + (long)r * D;
+            for (int j = 0; j < D; j++) o[j] += w * y[j];
+        }
+    }
+    MPI_Alltoall(g->part, (int)n, MPI_FLOAT, g->part_recv, (int)n, MPI_FLOAT, MPI_COMM_WORLD);
+    for (long t = 0; t < x->Tl; t++) {
+        float* o = x->out + t * D;
+        memcpy(o, g->part_recv + t * D, sizeof(float) * D);
+        for (int p = 1; p < g_P; p++)
+            for (int j = 0; j < D; j++) o[j] += g->part_recv[p * n + t * D + j];
+    }
 }
 
 static double time_it(void (*fn)(ex_t*), ex_t* x, int warm, int iters) {
@@ -173,6 +217,25 @@ static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
     x.out = xalloc(sizeof(float) * Tl * D);
     permute_rows(Tl, k, D, x.slot_pos, x.xn, x.xs);
 
+    // ring: every rank's routing, and the expert-side row of each slot on a local expert
+    ring_bufs_t* rg = &x.rg;
+    long T = (long)Tl * g_P;
+    rg->sel = sel;
+    rg->sel_all = xalloc(sizeof(int) * T * k);
+    rg->gates_all = xalloc(sizeof(float) * T * k);
+    rg->xall = xalloc(sizeof(float) * T * D);
+    rg->part = xalloc(sizeof(float) * T * D);
+    rg->part_recv = xalloc(sizeof(float) * T * D);
+    rg->row = xalloc(sizeof(int) * T * k);
+    MPI_Allgather(sel, (int)slots, MPI_INT, rg->sel_all, (int)slots, MPI_INT, MPI_COMM_WORLD);
+    long ring_rows = 0;
+    for (int e = g_rank * El; e < (g_rank + 1) * El; e++)
+        for (long s = 0; s < T * k; s++)
+            if (rg->sel_all[s] == e) rg->row[s] = (int)ring_rows++;
+    for (long s = 0; s < T * k; s++)
+        if (rg->sel_all[s] / El != g_rank) rg->row[s] = -1;
+    double ring_bytes = 2.0 * (g_P - 1) * Tl * D * sizeof(float);
+
     double bytes = (double)(route.n_send + route.n_recv) * D * sizeof(float);
     long nr_min = route.n_recv, nr_max = route.n_recv;
     MPI_Allreduce(MPI_IN_PLACE, &nr_min, 1, MPI_LONG, MPI_MIN, MPI_COMM_WORLD);
@@ -185,11 +248,16 @@ static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
     MPI_Bcast(&raw, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     report("alltoallv", time_it(run_alltoallv, &x, warm, iters), bytes, raw, NULL);
     report("alltoallv_chunked", time_it(run_chunked, &x, warm, iters), bytes, raw, NULL);
+    // ring moves (P-1)/P of all token rows and of all partial outputs, whatever k is: its
+    // GB/s counts those bytes, its ratio is to raw Alltoallv of the routed rows.
+    report("ring (traffic)", time_it(run_ring, &x, warm, iters), ring_bytes, raw, NULL);
 
     free(sel), free(x.gates), free(x.slot_pos), free(x.slot_pos_chunked);
     free(ch.send_ec), free(ch.recv_ec), free(ch.tmp), free(ch.counts), free(ch.send_off);
     free(ch.recv_off), free(ch.fpos), free(x.reqs);
     free(x.xn), free(x.xs), free(x.xe), free(x.yslot), free(x.out);
+    free(rg->sel_all), free(rg->gates_all), free(rg->xall), free(rg->part), free(rg->part_recv);
+    free(rg->row);
     comm_route_free(&route), comm_route_free(&route2);
     comm_free(&cx);
 }
@@ -200,13 +268,14 @@ typedef struct {
     double step, compute, comm, overlap; // seconds, medians over repetitions
 } step_time_t;
 
-static step_time_t time_steps(const char* dispatcher, int Tl, int f, int reps) {
+static step_time_t time_steps(const char* dispatcher, const char* axis, int Tl, int f, int reps) {
     cfg_t c;
-    char err[CFG_ERRLEN], set[96];
+    char err[CFG_ERRLEN], set[96], set2[96];
     cfg_defaults(&c);
     snprintf(set, sizeof set, "comm.dispatcher=%s", dispatcher);
-    const char* fixed[] = {"model.d_model=1024", "model.n_experts=16", "model.top_k=2", set};
-    for (int i = 0; i < 4; i++)
+    snprintf(set2, sizeof set2, "comm.chunk_axis=%s", axis);
+    const char* fixed[] = {"model.d_model=1024", "model.n_experts=16", "model.top_k=2", set, set2};
+    for (int i = 0; i < 5; i++)
         if (cfg_set(&c, fixed[i], err, sizeof err)) die(err);
     c.model.d_ff = f;
     c.train.global_batch_tokens = Tl * g_P;
@@ -246,18 +315,25 @@ static step_time_t time_steps(const char* dispatcher, int Tl, int f, int reps) {
     return out;
 }
 
+static void step_line(const char* name, step_time_t t, double mx) {
+    printf("    %-18s step %8.1f ms  %5.2f x max  exposed comm %6.1f ms  hidden comm %6.1f ms\n",
+           name, 1e3 * t.step, t.step / mx, 1e3 * t.comm, 1e3 * t.overlap);
+}
+
 static void step_case(int Tl, int f, int reps) {
-    step_time_t base = time_steps("alltoallv", Tl, f, reps);
-    step_time_t chk = time_steps("alltoallv_chunked", Tl, f, reps);
+    step_time_t base = time_steps("alltoallv", "tokens", Tl, f, reps);
+    step_time_t chk = time_steps("alltoallv_chunked", "tokens", Tl, f, reps);
+    step_time_t rt = time_steps("ring", "tokens", Tl, f, reps);
+    step_time_t re = time_steps("ring", "embed", Tl, f, reps);
     if (g_rank) return;
     double sum = base.compute + base.comm, mx = base.compute > base.comm ? base.compute : base.comm;
     printf("  d 1024 f %4d E 16 k 2 tokens/rank %5d: compute %.1f ms, comm %.1f ms "
            "(sum %.1f, max %.1f)\n",
            f, Tl, 1e3 * base.compute, 1e3 * base.comm, 1e3 * sum, 1e3 * mx);
-    printf("    %-18s step %8.1f ms  %5.2f x max  exposed comm %6.1f ms  hidden comm %6.1f ms\n",
-           "alltoallv", 1e3 * base.step, base.step / mx, 1e3 * base.comm, 1e3 * base.overlap);
-    printf("    %-18s step %8.1f ms  %5.2f x max  exposed comm %6.1f ms  hidden comm %6.1f ms\n",
-           "alltoallv_chunked", 1e3 * chk.step, chk.step / mx, 1e3 * chk.comm, 1e3 * chk.overlap);
+    step_line("alltoallv", base, mx);
+    step_line("alltoallv_chunked", chk, mx);
+    step_line("ring (tokens)", rt, mx);
+    step_line("ring (embed)", re, mx);
 }
 
 int bench_comm(int argc, char** argv) {
