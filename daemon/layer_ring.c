@@ -9,7 +9,8 @@
 // come back the same way.
 //
 // Expert groups hold their rows in global token order, as with alltoallv, so the expert
-// outputs, gate gradients and weight gradients are bit-identical to alltoallv (tokens axis);
+// outputs, gate gradients and weight gradients (given the same layer inputs and output
+// gradients) are bit-identical to alltoallv on the tokens axis;
 // only the sum over a token's k slots is split by rank and so reordered. Results match
 // alltoallv within ~1e-6 relative and are bit-identical run to run at a fixed P (and to
 // alltoallv at P = 1 on the tokens axis). The embed axis also splits gmm_up's (and da's)
