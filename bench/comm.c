@@ -344,10 +344,12 @@ static void step_case(int Tl, int f, int reps) {
 }
 
 int bench_comm(int argc, char** argv) {
-    int quick = 0, iters = 10, warm = 3, reps = 5;
+    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1, iters = 4, warm = 1, reps = 3;
+        else if (!strcmp(argv[i], "--steps-only"))
+            steps_only = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
         else {
@@ -375,7 +377,7 @@ int bench_comm(int argc, char** argv) {
                "x raw");
     }
     int tls[] = {512, 2048, 8192}, ks[] = {2, 8};
-    for (int ti = 0; ti < (quick ? 2 : 3); ti++)
+    for (int ti = 0; ti < (steps_only ? 0 : quick ? 2 : 3); ti++)
         for (int ki = 0; ki < 2; ki++)
             for (int skew = 0; skew < 2; skew++) exchange_case(tls[ti], ks[ki], skew, warm, iters);
     if (g_rank == 0) printf("full training step (1 layer), medians of %d steps:\n", reps);
