@@ -1,7 +1,8 @@
 # comm.dispatcher through moed run.
 # - The progress line and metrics.jsonl split each step into compute, exposed comm and
 #   comm hidden behind compute: zero hidden for the blocking alltoallv, some for
-#   alltoallv_chunked and ring.
+#   alltoallv_chunked and ring; alltoallv_chunked ends with alltoallv's weights.
+# - ring, both chunk axes: the same weights with 1 and 2 threads per rank at P = 2.
 # - auto: the timings of every strategy and the choice are printed, and the run is
 #   bit-identical to one that names the chosen strategy outright (the timing passes do
 #   not touch the weights). With comm.chunks larger than the local tokens and d_model, the
@@ -13,6 +14,7 @@ overlap_sum() {
   sed -n 's/.*"comm_overlap_s":\([^,]*\),.*/\1/p' "$1/metrics.jsonl" |
     awk '{ s += $1 } END { printf "%.9f", s }'
 }
+declare -A digest
 for disp in alltoallv alltoallv_chunked ring; do
   run_np 2 run "$CFG" --set run.dir="$WORK/$disp" --set train.steps=20 \
     --set comm.dispatcher=$disp
@@ -21,6 +23,7 @@ for disp in alltoallv alltoallv_chunked ring; do
   check "$disp: metrics.jsonl has compute_s, comm_exposed_s, comm_overlap_s" \
     grep -q '"compute_s":[0-9.e-]*,"comm_exposed_s":[0-9.e-]*,"comm_overlap_s":' \
     "$WORK/$disp/metrics.jsonl"
+  digest[$disp]=$(digest_of "$OUT")
   hid=$(overlap_sum "$WORK/$disp")
   echo "    $disp: hidden comm over 20 steps $hid s"
   if [ $disp = alltoallv ]; then
@@ -28,6 +31,19 @@ for disp in alltoallv alltoallv_chunked ring; do
   else
     check "$disp hides some comm ($hid s)" awk "BEGIN { exit !($hid > 0) }"
   fi
+done
+check "alltoallv_chunked = alltoallv (${digest[alltoallv_chunked]})" \
+  [ "${digest[alltoallv_chunked]}" = "${digest[alltoallv]}" ]
+# ring at a fixed P: the same weights with 2 threads per rank (and the embed axis as well)
+for axis in tokens embed; do
+  OMP_NUM_THREADS=2 run_np 2 run "$CFG" --set run.dir="$WORK/ring-$axis-t2" --set train.steps=20 \
+    --set comm.dispatcher=ring --set comm.chunk_axis=$axis --set compute.threads=2
+  d2=$(digest_of "$OUT")
+  run_np 2 run "$CFG" --set run.dir="$WORK/ring-$axis-t1" --set train.steps=20 \
+    --set comm.dispatcher=ring --set comm.chunk_axis=$axis
+  d1=$(digest_of "$OUT")
+  check "ring $axis: 1 and 2 threads per rank give the same weights ($d1 vs $d2)" \
+    [ -n "$d1" -a "$d1" = "$d2" ]
 done
 for p in 1 2; do
   run_np $p run "$CFG" --set run.dir="$WORK/auto$p" --set train.steps=25 \
