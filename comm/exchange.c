@@ -80,6 +80,11 @@ int comm_dispatch(comm_ctx_t* ctx, const comm_route_t* route, const float* send,
     int rc = comm_row_type(ctx, width, &row);
     if (rc != MPI_SUCCESS) return rc;
     int P = ctx->nranks, El = ctx->experts_per_rank;
+    // With one rank or one expert per rank, (source, expert) order is (expert, source)
+    // order: the rows can land in place, without the reorder pass.
+    if (P == 1 || El == 1)
+        return MPI_Alltoallv(send, route->send_counts, route->send_displs, row, recv,
+                             route->recv_counts, route->recv_displs, row, ctx->comm);
 
     // scratch: [n_recv, width] in (source p, local expert e, token) order, as MPI delivers it.
     float* scratch = ctx->row_scratch;
@@ -112,6 +117,9 @@ int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert
     int rc = comm_row_type(ctx, width, &row);
     if (rc != MPI_SUCCESS) return rc;
     int P = ctx->nranks, El = ctx->experts_per_rank;
+    if (P == 1 || El == 1) // no reorder needed, as in comm_dispatch
+        return MPI_Alltoallv(expert_rows, route->recv_counts, route->recv_displs, row, back,
+                             route->send_counts, route->send_displs, row, ctx->comm);
 
     // The inverse of dispatch's reorder: expert_rows [n_recv, width] in (e, p, token) order
     // go back to scratch [n_recv, width] in (p, e, token) order, the layout each source

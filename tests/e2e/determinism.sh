@@ -29,6 +29,15 @@ for cfg in tiny tiny2; do
     fi
   done
 done
+# One expert per rank (E = P = 4), where the exchange skips its reorder pass, against P = 1.
+for p in 1 4; do
+  run_np $p run "$MOED_SRC/config/tiny2.ini" --set run.dir="$WORK/e4-p$p" --set train.steps=$STEPS \
+    --set model.n_experts=4
+  check "tiny2 E=4 P=$p exits 0" [ "$RC" -eq 0 ]
+  e4[$p]=$(digest_of "$OUT")
+done
+check "tiny2 E=4: P=4 (one expert per rank) = P=1 (${e4[4]} vs ${e4[1]})" \
+  [ -n "${e4[1]}" -a "${e4[4]}" = "${e4[1]}" ]
 # The check must be able to fail: a different seed gives a different digest.
 run_np 1 run "$MOED_SRC/config/tiny.ini" --set run.dir="$WORK/seed" --set train.steps=$STEPS \
   --set train.seed=99
