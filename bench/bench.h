@@ -13,6 +13,7 @@ int bench_peak(int argc, char** argv);  // bench/peak.c:  FMA peak per ISA and t
 int bench_gemm(int argc, char** argv);  // bench/gemm.c:  grouped GEMM vs OpenBLAS and oneDNN
 int bench_layer(int argc, char** argv); // bench/layer.c: one MoE layer's training step
 int bench_ckpt(int argc, char** argv);  // bench/ckpt.c:  checkpoint save/load bandwidth vs dd
+int bench_comm(int argc, char** argv);  // bench/comm.c:  dispatch/combine strategies, overlap
 
 // Measured FMA throughput in GFLOP/s of `threads` threads together running independent FMAs
 // of `isa`'s vector width (KERN_REF: scalar). Measured once per (isa, threads), then cached.

@@ -17,6 +17,9 @@ static const struct {
      "[--isa NAME|all] [--threads N]"},
     {"layer", bench_layer,
      "one MoE layer's training step [--threads N] [--reps N] [--isa NAME] [--quick]"},
+    {"comm", bench_comm,
+     "dispatch+combine per strategy vs raw MPI_Alltoallv, and full steps (overlap); run "
+     "under mpiexec.mpich -n P [--quick] [--iters N] [--steps-only]"},
     {"ckpt", bench_ckpt, "checkpoint save/load bandwidth vs dd [--gib X] [--reps N] [--dir DIR]"},
 };
 enum { N_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };

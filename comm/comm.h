@@ -105,6 +105,11 @@ int comm_agree(comm_ctx_t* ctx, int status);
 //   the exchange, with exactly the additions the global tree makes there, so the result is
 //   the same as summing all G leaves on one rank while far fewer rows travel.
 
+// Every field of `route` from its send_expert_counts and recv_expert_counts (the second
+// half of comm_exchange_counts, shared with the chunked exchange). Local; returns 1 when a
+// count is negative or a total exceeds INT_MAX rows or max_rows (to be agreed on), else 0.
+int comm_route_totals(const comm_ctx_t* ctx, comm_route_t* route);
+
 // The committed datatype of `width` contiguous floats (one row), cached in `ctx`; do not
 // free it. MPI_ERR_ARG unless 1 <= width <= max_width.
 int comm_row_type(comm_ctx_t* ctx, int width, MPI_Datatype* type);

@@ -6,14 +6,8 @@
 
 #include "comm/comm.h"
 
-int comm_exchange_counts(comm_ctx_t* ctx, comm_route_t* route) {
+int comm_route_totals(const comm_ctx_t* ctx, comm_route_t* route) {
     int P = ctx->nranks, El = ctx->experts_per_rank;
-    // Rank r sends rank q the El counts of q's experts: send_expert_counts is [P, El] when
-    // read by destination, and recv_expert_counts comes back as [P sources, El].
-    int rc = MPI_Alltoall(route->send_expert_counts, El, MPI_INT, route->recv_expert_counts,
-                          El, MPI_INT, ctx->comm);
-    if (rc != MPI_SUCCESS) return rc;
-
     // Sums run in long: MPI takes int counts and displacements (in rows), so a total past
     // INT_MAX rows is an error rather than a silent wrap.
     int bad = 0;
@@ -54,6 +48,17 @@ int comm_exchange_counts(comm_ctx_t* ctx, comm_route_t* route) {
     route->expert_offsets[El] = (int)(offset <= INT_MAX ? offset : 0);
     route->n_send = n_send;
     route->n_recv = n_recv;
+    return bad;
+}
+
+int comm_exchange_counts(comm_ctx_t* ctx, comm_route_t* route) {
+    int El = ctx->experts_per_rank;
+    // Rank r sends rank q the El counts of q's experts: send_expert_counts is [P, El] when
+    // read by destination, and recv_expert_counts comes back as [P sources, El].
+    int rc = MPI_Alltoall(route->send_expert_counts, El, MPI_INT, route->recv_expert_counts, El,
+                          MPI_INT, ctx->comm);
+    if (rc != MPI_SUCCESS) return rc;
+    int bad = comm_route_totals(ctx, route);
 
     // A bad route may show on one rank only (it is that rank's receive side); agreeing here
     // makes every rank return the error instead of some of them entering the Alltoallv.
@@ -75,6 +80,11 @@ int comm_dispatch(comm_ctx_t* ctx, const comm_route_t* route, const float* send,
     int rc = comm_row_type(ctx, width, &row);
     if (rc != MPI_SUCCESS) return rc;
     int P = ctx->nranks, El = ctx->experts_per_rank;
+    // With one rank or one expert per rank, (source, expert) order is (expert, source)
+    // order: the rows can land in place, without the reorder pass.
+    if (P == 1 || El == 1)
+        return MPI_Alltoallv(send, route->send_counts, route->send_displs, row, recv,
+                             route->recv_counts, route->recv_displs, row, ctx->comm);
 
     // scratch: [n_recv, width] in (source p, local expert e, token) order, as MPI delivers it.
     float* scratch = ctx->row_scratch;
@@ -101,12 +111,15 @@ int comm_dispatch(comm_ctx_t* ctx, const comm_route_t* route, const float* send,
     return MPI_SUCCESS;
 }
 
-int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert_rows,
-                 float* back, int width) {
+int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert_rows, float* back,
+                 int width) {
     MPI_Datatype row;
     int rc = comm_row_type(ctx, width, &row);
     if (rc != MPI_SUCCESS) return rc;
     int P = ctx->nranks, El = ctx->experts_per_rank;
+    if (P == 1 || El == 1) // no reorder needed, as in comm_dispatch
+        return MPI_Alltoallv(expert_rows, route->recv_counts, route->recv_displs, row, back,
+                             route->send_counts, route->send_displs, row, ctx->comm);
 
     // The inverse of dispatch's reorder: expert_rows [n_recv, width] in (e, p, token) order
     // go back to scratch [n_recv, width] in (p, e, token) order, the layout each source

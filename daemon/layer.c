@@ -7,7 +7,7 @@
 #include "compute/kernels/kernels.h"
 #include "compute/permute.h"
 #include "compute/rmsnorm.h"
-#include "daemon/train.h"
+#include "daemon/layer_alt.h"
 
 // Wall time spent inside communication, for the progress line's comm share.
 #define TIMED_COMM(tr, call)                                                                       \
@@ -55,8 +55,16 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     router_forward(&tr->ropt, Tl, A->logits, m->bias + (long)l * E, A->probs, A->lse, A->sel,
                    A->gates);
     route_capacity_and_loads(tr, A);
+    // dropped slots get slot_pos -1: no row in any dispatcher
     permute_plan(Tl, k, E, tr->cap > 0 ? A->kept : A->sel, A->route.send_expert_counts,
                  A->slot_pos);
+    if (tr->disp.kind != CFG_DISPATCH_ALLTOALLV) { // dispatch .. unpermute, other strategies
+        if (tr->disp.kind == CFG_DISPATCH_RING)
+            layer_ring_forward(tr, l, hout);
+        else
+            layer_chunked_forward(tr, l, hout);
+        goto shared;
+    }
     TIMED_COMM(tr, comm_exchange_counts(&tr->comm, &A->route));
 
     // dispatch
@@ -71,6 +79,7 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     // combine, unpermute, residual
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->ye, A->yslot, d));
     unpermute_forward(Tl, k, d, A->slot_pos, A->gates, A->yslot, hout);
+shared:
     shared_forward(tr, l, A->xn, hout);
     if (m->residual)
         for (long i = 0; i < (long)Tl * d; i++) hout[i] = hin[i] + hout[i];
@@ -83,6 +92,13 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
     layer_params_t G = model_layer(m, m->g, l);
     int Tl = tr->Tl, d = m->d, E = m->E, k = m->k, f = m->f;
 
+    if (tr->disp.kind != CFG_DISPATCH_ALLTOALLV) { // unpermute .. permute backward
+        if (tr->disp.kind == CFG_DISPATCH_RING)
+            layer_ring_backward(tr, l, dout);
+        else
+            layer_chunked_backward(tr, l, dout);
+        goto router;
+    }
     // unpermute: gate gradients and per-slot output gradients
     unpermute_backward(Tl, k, d, A->slot_pos, A->gates, A->yslot, dout, tr->dgates, tr->dslot);
     TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->dslot, tr->ye, d));
@@ -94,8 +110,9 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
                     G.w1);
     TIMED_COMM(tr, comm_combine(&tr->comm, &A->route, tr->de, tr->dslot, d));
     permute_rows_backward(Tl, k, d, A->slot_pos, tr->dslot, tr->dxn);
-    shared_backward(tr, l, A->xn, dout, tr->dxn);
 
+router:
+    shared_backward(tr, l, A->xn, dout, tr->dxn);
     // router: dlogits, then its share of dxn and the leaf partials of dWr
     double frac[4096]; // [E] global load fractions f_e (E <= 4096, validated)
     for (int e = 0; e < E; e++) frac[e] = (double)A->load[e] / ((double)tr->T * k);

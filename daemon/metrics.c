@@ -74,15 +74,19 @@ void metrics_step(metrics_t* mt, const train_t* tr, long step, const step_stats_
         mt->first_loss = st->loss;
     }
     double tok_s = tr->T / wall, gflops = st->flops / wall / 1e9;
+    // Shares of the step: exposed comm (the rank waited for it) and comm hidden behind
+    // compute (in flight while the rank computed; counted inside the compute time).
     double comm = st->t_comm / (st->t_comm + st->t_compute);
+    double hidden = st->t_comm_overlap / (st->t_comm + st->t_compute);
 
     FILE* j = mt->jsonl;
     fprintf(j,
             "{\"step\":%ld,\"loss\":%.17g,\"mse\":%.17g,\"aux_loss\":%.17g,\"lr\":%.9g,"
             "\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,\"gflops\":%.6g,\"comm_frac\":%.4f,"
-            "\"imbalance\":%.6g,\"step_s\":%.6g,\"isa\":\"%s\",\"expert_load\":[",
+            "\"imbalance\":%.6g,\"step_s\":%.6g,\"compute_s\":%.6g,\"comm_exposed_s\":%.6g,"
+            "\"comm_overlap_s\":%.6g,\"isa\":\"%s\",\"expert_load\":[",
             step, st->loss, st->mse, st->aux, st->lr, st->grad_norm, tok_s, gflops, comm,
-            st->imbalance, wall, mt->isa);
+            st->imbalance, wall, st->t_compute, st->t_comm, st->t_comm_overlap, mt->isa);
     for (int l = 0; l < tr->model.L; l++) {
         fputs(l ? ",[" : "[", j);
         for (int e = 0; e < tr->model.E; e++)
@@ -105,10 +109,10 @@ void metrics_step(metrics_t* mt, const train_t* tr, long step, const step_stats_
         snprintf(drop, sizeof drop, "  drop %.1f%%",
                  100.0 * (double)st->dropped / ((double)tr->T * tr->model.k * tr->model.L));
     fprintf(mt->out,
-            "%sstep %ld/%ld  loss %.4e  aux %.3e  %.0f tok/s  %.2f GFLOP/s  comm %.0f%%  "
-            "imbalance %.2f%s  eta %s%s",
+            "%sstep %ld/%ld  loss %.4e  aux %.3e  %.0f tok/s  %.2f GFLOP/s  comm %.0f%% "
+            "(+%.0f%% hidden)  imbalance %.2f%s  eta %s%s",
             mt->tty ? "\r\033[K" : "", step, mt->steps, st->loss, st->aux, tok_s, gflops,
-            100 * comm, st->imbalance, drop, eta, mt->tty ? "" : "\n");
+            100 * comm, 100 * hidden, st->imbalance, drop, eta, mt->tty ? "" : "\n");
     mt->pending_newline = mt->tty;
     fflush(mt->out);
 }

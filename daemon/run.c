@@ -15,6 +15,7 @@
 #include "daemon/commands.h"
 #include "daemon/coord.h"
 #include "daemon/data.h"
+#include "daemon/layer_alt.h"
 #include "daemon/metrics.h"
 #include "daemon/train.h"
 
@@ -72,6 +73,16 @@ static int run_loop(run_t* s) {
     step_stats_t st = {0};
     double first_loss = NAN, t_run = MPI_Wtime();
     long first_step = tr->step;
+    if (c->comm.dispatcher == CFG_DISPATCH_AUTO && tr->step < c->train.steps) {
+        int rc = data_batch(&s->data, tr->step, tr->T, tr->t0, s->x, s->y);
+        if (rc) {
+            snprintf(err, ERRLEN, "%s: reading the batch of step %ld failed", c->data.path,
+                     tr->step);
+            return cli_agree(rc, err, s->rank, s->comm);
+        }
+        // a non-finite loss here shows again, and is reported, in the first step
+        (void)dispatch_autotune(tr, s->x, s->y, s->rank == 0 ? stdout : NULL);
+    }
     for (long step = tr->step; step < c->train.steps; step++) {
         coord_control(&ctl, s->rank, step, c->train.steps, c->train.warmup_steps, c->train.lr,
                       c->train.lr_min, s->comm);

@@ -97,6 +97,8 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
         tr->sy = ALLOC(a, float, Tl* d);
     }
     tr->idle_steps = ALLOC(a, long, (long)L* E);
+    dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, c->comm.chunk_axis, L, tr->Tl, E,
+                    k, nranks, d, Nmax, a);
 }
 
 int train_setup(train_t* tr, MPI_Comm comm) {
@@ -214,6 +216,7 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
     long n = (long)tr->Tl * m->d;
     double t_start = MPI_Wtime();
     tr->t_comm_acc = 0;
+    dispatch_reset_times(&tr->disp);
     memset(st, 0, sizeof *st);
 
     train_forward(tr, x);
@@ -243,7 +246,8 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st) {
     double kept = (double)tr->T * m->k * m->L - st->dropped;
     st->flops = 3.0 * (gmm_forward_flops(1, m->d, m->f) * (kept + (double)tr->T * m->S * m->L) +
                        2.0 * tr->T * m->d * m->E * m->L);
-    st->t_comm = tr->t_comm_acc;
+    st->t_comm = tr->t_comm_acc + tr->disp.t_wait; // exposed: the rank waited on it
+    st->t_comm_overlap = dispatch_overlap(&tr->disp);
     st->t_compute = MPI_Wtime() - t_start - st->t_comm;
     return isfinite(st->loss) && isfinite(st->grad_norm) ? MOED_OK : MOED_ERR_NUMERIC;
 }

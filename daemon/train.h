@@ -10,6 +10,7 @@
 #include "compute/router.h"
 #include "config/config.h"
 #include "daemon/arena.h"
+#include "daemon/dispatch.h"
 #include "daemon/model.h"
 
 // Activations of one layer kept from forward for backward.
@@ -38,7 +39,8 @@ typedef struct {
 typedef struct {
     double loss, mse, aux; // aux = sum over layers of aux_l + z_l
     double lr, grad_norm;
-    double t_compute, t_comm; // seconds in this step
+    double t_compute, t_comm; // seconds in this step (t_comm: exposed, the rank waited)
+    double t_comm_overlap;    // seconds exchanges were in flight while the rank computed
     double flops;             // floating-point operations of the step, all ranks
     double imbalance;         // max/mean expert load, worst layer
     int64_t dropped;          // slots dropped by capacity, all layers
@@ -84,6 +86,7 @@ typedef struct {
     long* idle_steps;         // [L, E] steps in a row each expert has received no tokens
     long step;                // optimizer steps completed
     double t_comm_acc;        // comm seconds accumulated in the current step
+    dispatch_t disp;          // state of comm.dispatcher's strategy (daemon/dispatch.h)
 } train_t;
 
 // Sizes and carves every buffer from `a` (call twice: counting pass, then for real).

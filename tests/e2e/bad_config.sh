@@ -29,6 +29,11 @@ for p in 1 2 4; do
   expect $p "unknown --set key" "train.nope" "$TINY" --set train.nope=1
   expect $p "out of range" "model.top_k" "$TINY" --set model.top_k=9
   expect $p "bad enum" "compute.isa" "$TINY" --set compute.isa=sse9
+  expect $p "bad dispatcher" "comm.dispatcher" "$TINY" --set comm.dispatcher=alltoall
+  expect $p "chunks out of range" "comm.chunks" "$TINY" --set comm.chunks=0
+  expect $p "bad chunk axis" "comm.chunk_axis" "$TINY" --set comm.chunk_axis=experts
+  expect $p "ring embed chunks > d_model" "comm.chunks" "$TINY" --set comm.dispatcher=ring \
+    --set comm.chunk_axis=embed --set comm.chunks=33
 done
 # router combinations that cannot work (issue 5), on every rank
 for p in 1 2; do
@@ -45,6 +50,9 @@ for p in 2 4; do
   expect $p "n_experts % P" "model.n_experts" "$TINY" --set model.n_experts=3 --set model.top_k=1
   expect $p "global_batch_tokens % P" "train.global_batch_tokens" "$TINY" \
     --set train.global_batch_tokens=$((4 * 64 + 1))
+  # more chunks than local tokens (256 / P of them)
+  expect $p "comm.chunks > local tokens" "comm.chunks" "$TINY" \
+    --set comm.dispatcher=alltoallv_chunked --set comm.chunks=$((256 / p + 1))
 done
 # AVX-512 asked for on a CPU (or build) without it is a config error, not a crash.
 if ! grep -q avx512f /proc/cpuinfo; then

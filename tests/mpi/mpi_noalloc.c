@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "compute/kernels/kernels.h"
 #include "compute/optim.h"
 #include "daemon/coord.h"
 #include "daemon/data.h"
@@ -45,17 +46,23 @@ void* __wrap_aligned_alloc(size_t al, size_t n) {
         }                                                                                          \
     } while (0)
 
-int main(int argc, char** argv) {
-    MPI_Init(&argc, &argv);
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    char err[CFG_ERRLEN];
+static int rank;
+
+// Four steps with comm.dispatcher = `dispatcher` and comm.chunk_axis = `axis`; none of the
+// last three may allocate.
+static void run(const char* dispatcher, const char* axis) {
+    char err[CFG_ERRLEN], kv[64];
     cfg_t c;
     cfg_defaults(&c);
     REQUIRE(cfg_set(&c, "model.n_layers=2", err, sizeof err) == 0);
     REQUIRE(cfg_set(&c, "train.bias_update_rate=0.001", err, sizeof err) == 0);
     REQUIRE(cfg_set(&c, "model.capacity_factor=1.0", err, sizeof err) == 0);
     REQUIRE(cfg_set(&c, "model.n_shared_experts=1", err, sizeof err) == 0);
+    snprintf(kv, sizeof kv, "comm.dispatcher=%s", dispatcher);
+    REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
+    snprintf(kv, sizeof kv, "comm.chunk_axis=%s", axis);
+    REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
+    n_alloc = 0;
 
     static train_t tr;
     static data_t D;
@@ -84,7 +91,8 @@ int main(int argc, char** argv) {
         if (rank == 0) metrics_step(&mt, &tr, step + 1, &st, 0.01);
         counting = 0;
     }
-    printf("rank %d: %ld allocations by moed code during 3 steps\n", rank, n_alloc);
+    printf("rank %d: %s (%s): %ld allocations by moed code during 3 steps\n", rank, dispatcher,
+           axis, n_alloc);
     REQUIRE(n_alloc == 0);
     // the counter itself works: an allocation while counting is seen
     counting = 1;
@@ -96,6 +104,16 @@ int main(int argc, char** argv) {
     free(xb), free(yb);
     tu_train_free(&tr, &a);
     arena_free(&ad);
+    kern_shutdown();
+}
+
+int main(int argc, char** argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    run("alltoallv", "tokens");
+    run("alltoallv_chunked", "tokens");
+    run("ring", "tokens");
+    run("ring", "embed");
     MPI_Finalize();
     return 0;
 }

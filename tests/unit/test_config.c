@@ -52,6 +52,8 @@ static const char* all_keys[] = {
     "checkpoint.keep",
     "checkpoint.resume",
     "comm.dispatcher",
+    "comm.chunks",
+    "comm.chunk_axis",
     "compute.isa",
     "compute.threads",
     "log.every",
@@ -177,7 +179,8 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.checkpoint.keep, 3);
     ck_assert_int_eq(c.checkpoint.resume, CFG_RESUME_NEVER);
     ck_assert_int_eq(c.comm.dispatcher, CFG_DISPATCH_ALLTOALLV);
-    ck_assert_int_eq(c.comm.chunks, 1);
+    ck_assert_int_eq(c.comm.chunks, 4);
+    ck_assert_int_eq(c.comm.chunk_axis, CFG_CHUNK_TOKENS);
     ck_assert_int_eq(c.compute.isa, CFG_ISA_AUTO);
     ck_assert_int_eq(c.compute.threads, 1);
     ck_assert_int_eq(c.log.every, 10);
@@ -329,7 +332,8 @@ START_TEST(test_bad_enum) {
     // Values of later features are not accepted yet.
     expect_set_error("data.source=csv", "data.source");
     expect_set_error("checkpoint.resume=sometimes", "must be one of: never, auto");
-    expect_set_error("comm.dispatcher=ring", "comm.dispatcher");
+    expect_set_error("comm.dispatcher=alltoall", "comm.dispatcher");
+    expect_set_error("comm.chunk_axis=experts", "must be one of: tokens, embed");
 }
 END_TEST
 
@@ -340,6 +344,8 @@ START_TEST(test_out_of_range) {
                                 "model.n_experts=4097",
                                 "model.top_k=0",
                                 "model.n_layers=1025",
+                                "comm.chunks=0",
+                                "comm.chunks=257",
                                 "model.routed_scaling=0",
                                 "model.n_groups=0",
                                 "model.capacity_factor=-0.5",
@@ -510,6 +516,23 @@ START_TEST(test_cross_key) {
     cfg_defaults(&c);
     set_ok(&c, "data.teacher_top_k=5");
     expect_invalid(&c, 1, "data.teacher_top_k (5) must be <= data.teacher_experts (1)");
+
+    cfg_defaults(&c); // 256 tokens: 64 per rank at P = 4; chunks need not divide them
+    set_ok(&c, "comm.dispatcher=alltoallv_chunked");
+    set_ok(&c, "comm.chunks=64");
+    expect_valid(&c, 4);
+    set_ok(&c, "comm.chunks=65");
+    expect_invalid(&c, 4, "comm.chunks (65) exceeds the 64 local tokens of each of the 4 ranks");
+    expect_valid(&c, 2);
+    set_ok(&c, "comm.dispatcher=alltoallv"); // chunks only matter to the chunked dispatcher
+    expect_valid(&c, 4);
+    set_ok(&c, "comm.dispatcher=ring"); // ...and to ring's embed axis, as slices of d_model
+    set_ok(&c, "comm.chunks=33");
+    expect_valid(&c, 1);
+    set_ok(&c, "comm.chunk_axis=embed");
+    expect_invalid(&c, 1, "comm.chunks (33) exceeds model.d_model (32)");
+    set_ok(&c, "comm.chunks=32");
+    expect_valid(&c, 4);
 }
 END_TEST
 
