@@ -4,12 +4,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define ALIGN 64
 
 void arena_begin_count(arena_t* a) {
     memset(a, 0, sizeof *a);
     a->counting = 1;
+}
+
+// Transparent huge pages for the arena's interior (where the kernel leaves THP to
+// madvise): a 2 MiB page costs one fault instead of 512, and the GEMMs' TLB reach grows.
+// Untouched memory still costs nothing; a touched region rounds up to 2 MiB.
+static void advise_huge_pages(void* block, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = 2u << 20;
+    uintptr_t lo = ((uintptr_t)block + huge - 1) / huge * huge;
+    uintptr_t hi = ((uintptr_t)block + n) / huge * huge;
+    if (hi > lo) madvise((void*)lo, hi - lo, MADV_HUGEPAGE); // only a hint
+#else
+    (void)block, (void)n;
+#endif
 }
 
 int arena_reserve(arena_t* a) {
@@ -21,6 +36,7 @@ int arena_reserve(arena_t* a) {
     if (!a->block) return -1;
     a->base = (char*)(((uintptr_t)a->block + ALIGN - 1) / ALIGN * ALIGN);
     a->cap = cap;
+    advise_huge_pages(a->block, cap + ALIGN);
     a->used = 0;
     a->counting = 0;
     return 0;
