@@ -52,13 +52,20 @@ static blocking_t blocking(const kern_table_t* t) {
     return b;
 }
 
+// A buffer for pre-packed B: 64-byte aligned (aligned_alloc wants a multiple of it).
+static float* packed_alloc(size_t floats) {
+    float* p = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
 // sgemm_packed on B packed by pack_b (into a buffer with a NaN guard after it) gives the bits
 // `want` that sgemm wrote (from initial C c0, accumulate as given).
 static void check_packed_same(const kern_table_t* t, int m, int n, int k, const kc_strided_t* a,
                               const kc_strided_t* b, const float* c0, const float* want, long ldc,
                               int accumulate) {
     size_t np = t->packed_floats(k, n, 1);
-    float* bp = aligned_alloc(64, (np + 16) * sizeof(float)); // [np] + guard
+    float* bp = packed_alloc(np + 16); // [np] + guard
     for (size_t i = 0; i < np + 16; i++) bp[i] = NAN;
     t->pack_b(k, n, b->buf, NULL, b->rs, b->cs, bp);
     for (size_t i = np; i < np + 16; i++)
@@ -426,7 +433,7 @@ static void check_fused_case(const kern_table_t* t, int m, int n, int k, int ta,
     }
 
     size_t np = t->packed_floats(k, n, 2);
-    float* bp = aligned_alloc(64, (np + 16) * sizeof(float)); // [np] + NaN guard
+    float* bp = packed_alloc(np + 16); // [np] + NaN guard
     for (size_t i = 0; i < np + 16; i++) bp[i] = NAN;
     t->pack_b(k, n, b0.buf, b1.buf, b0.rs, b0.cs, bp);
     for (size_t i = np; i < np + 16; i++)
