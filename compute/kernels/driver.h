@@ -152,6 +152,7 @@ typedef struct {
     int accumulate;
     int halves; // 1: plain; 2: fused
     int panels; // halves * ceil(n / NR)
+    int run;    // fused: panels of B0, then of B1, per run (a multiple of ROW_GROUP)
 } gemm_args_t;
 
 // Panel q's half (0: B0/H0, 1: B1/H1) and its panel index s within that half.
@@ -160,10 +161,10 @@ static inline int panel_half(const gemm_args_t* g, int q, int* s) {
         *s = q;
         return 0;
     }
-    int half_panels = g->panels / 2, r = q / (2 * ROW_GROUP);
-    int len = MIN(ROW_GROUP, half_panels - r * ROW_GROUP), w = q - r * 2 * ROW_GROUP;
+    int R = g->run, half_panels = g->panels / 2, r = q / (2 * R);
+    int len = MIN(R, half_panels - r * R), w = q - r * 2 * R;
     int h = w >= len;
-    *s = r * ROW_GROUP + w - h * len;
+    *s = r * R + w - h * len;
     return h;
 }
 
@@ -186,7 +187,7 @@ static inline float* panel_dst(const gemm_args_t* g, int q) {
 
 // Panels a thread's column range or a B block is made of: run pairs when fused, so that the
 // H0 and H1 tiles of the same columns are computed by one thread, in one block, in order.
-static inline int panel_unit(const gemm_args_t* g) { return g->halves == 2 ? 2 * ROW_GROUP : 1; }
+static inline int panel_unit(const gemm_args_t* g) { return g->halves == 2 ? 2 * g->run : 1; }
 
 // ---------------------------------------------------------------------------------------------
 // The blocked loops over one thread's rectangle: rows [m0, m1), panels [q0, q1).
@@ -245,8 +246,8 @@ static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
 static int group_end(const gemm_args_t* g, const block_t* blk, int j0) {
     int w = g->csb == 1 ? ROW_GROUP : 1, end = MIN(blk->np, j0 + MIN(w, j0 + 1));
     if (g->halves == 2) { // the end of the half-run holding panel j0
-        int q0 = blk->qb + j0, r = q0 / (2 * ROW_GROUP), base = r * 2 * ROW_GROUP;
-        int len = MIN(ROW_GROUP, g->panels / 2 - r * ROW_GROUP);
+        int R = g->run, q0 = blk->qb + j0, r = q0 / (2 * R), base = r * 2 * R;
+        int len = MIN(R, g->panels / 2 - r * R);
         int run_end = q0 < base + len ? base + len : base + 2 * len;
         end = MIN(end, run_end - blk->qb);
     }
@@ -539,6 +540,23 @@ static void drv_sgemm_packed(int m, int n, int k, const float* a, long rsa, long
     drv_sgemm_any(m, n, k, a, rsa, csa, NULL, 0, 0, bp, c, ldc, accumulate);
 }
 
+// Panels per fused run when B is packed on the fly: as long as an H0 strip of MIN(m, MC) rows
+// stays within about 128 KiB (in L2 when its H1 strip's epilogue reads it back), so that the
+// reads alternate between B0 and B1 rarely (alternating every few panels doubles the pages a
+// KC block of B spans at a time: TLB misses on the memory-bound small-m shapes); at most half
+// a B block, and small enough that every thread gets a run pair. Any run gives the same bits.
+static int fused_run(int m, int n) {
+    int rows = MIN(m, MC), half = (n + NR - 1) / NR, threads = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) threads = omp_get_max_threads();
+#endif
+    int r = (int)((128L << 10) / ((long)rows * NR * (long)sizeof(float)));
+    r = MIN(r, NC / NR / 2);
+    r = MIN(r, (half + threads - 1) / threads);
+    r = r / ROW_GROUP * ROW_GROUP;
+    return r > ROW_GROUP ? r : ROW_GROUP;
+}
+
 static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long csa,
                             const float* b0, const float* b1, long rsb, long csb, const float* bp,
                             float* h0, float* h1, float* out, long ldc) {
@@ -553,6 +571,7 @@ static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long 
         return;
     }
     gemm_args_t g = args_for(m, n, k, a, rsa, csa, rsb, csb, bp, 2);
+    g.run = bp ? ROW_GROUP : fused_run(m, n);
     g.b[0] = b0, g.b[1] = b1;
     g.c[0] = h0, g.c[1] = h1;
     g.out = out;
@@ -571,6 +590,7 @@ static void drv_pack_b(int k, int n, const float* b0, const float* b1, long rsb,
     if (k <= 0 || n <= 0) return;
     gemm_args_t g = args_for(0, n, k, NULL, 0, 0, rsb, csb, NULL, b1 ? 2 : 1);
     g.b[0] = b0, g.b[1] = b1;
+    g.run = ROW_GROUP; // the pre-packed pair's order, which gemm_swiglu then walks
     int nblk = (k + KC - 1) / KC;
     // Each (block, panel) is written by one thread: a copy, so any split gives the same bits.
 #ifdef _OPENMP
