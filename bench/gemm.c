@@ -179,7 +179,8 @@ enum { MAX_IMPLS = IMPL_OURS + KERN_N_ISA };
 typedef struct {
     int reps;
     int with_peers;
-    int ffn; // also the expert FFN forward (fused, pre-packed)
+    int ffn;      // also the expert FFN forward (fused, pre-packed)
+    int products; // the table of the five products (off: --ffn-only)
     int isa_on[KERN_N_ISA];
 } opts_t;
 
@@ -470,9 +471,9 @@ static void bench_ffn(const group_shape_t* s, int threads, const kern_table_t* t
     }
     double up_flops = 4.0 * E * r * d * f, down_flops = 2.0 * E * r * d * f;
     double pk = bench_peak_gflops(t->isa, threads);
-    printf("  expert FFN forward through %s (GF/s count GEMM flops; pack: ms per optimizer step;"
-           " x: median of paired ratios, > 1: faster)\n",
-           t->name);
+    printf("  expert FFN forward, E=%d x %d rows, d=%d f=%d, %d thread%s, through %s (GF/s count "
+           "GEMM flops; pack: ms per optimizer step; x: median of paired ratios, > 1: faster)\n",
+           s->E, s->rows, s->d, s->f, threads, threads > 1 ? "s" : "", t->name);
     for (int w = 0; w < FFN_N; w++) {
         if (sec[w] <= 0) continue;
         int pack = w == FFN_PACK_UP || w == FFN_PACK_DOWN;
@@ -501,7 +502,7 @@ static void bench_ffn(const group_shape_t* s, int threads, const kern_table_t* t
 }
 
 int bench_gemm(int argc, char** argv) {
-    opts_t o = {.reps = 5, .with_peers = 1, .ffn = 1};
+    opts_t o = {.reps = 5, .with_peers = 1, .ffn = 1, .products = 1};
     int quick = 0, only_threads = 0;
     const char* isa_arg = NULL;
     for (int i = 0; i < argc; i++) {
@@ -517,12 +518,15 @@ int bench_gemm(int argc, char** argv) {
             o.with_peers = 0;
         } else if (!strcmp(argv[i], "--no-ffn")) {
             o.ffn = 0;
+        } else if (!strcmp(argv[i], "--ffn-only")) {
+            o.products = 0;
         } else {
             fprintf(stderr,
                     "moed-bench gemm: unknown option '%s'\n"
                     "options: --quick (small shapes, 3 reps)  --reps N  --threads N\n"
                     "         --isa NAME|all (default: every SIMD ISA the CPU runs; ref is slow)"
-                    "  --no-peers\n         --no-ffn (skip the fused/pre-packed FFN forward)\n",
+                    "  --no-peers\n         --no-ffn (skip the fused/pre-packed FFN forward)  "
+                    "--ffn-only\n",
                     argv[i]);
             return 2;
         }
@@ -579,7 +583,7 @@ int bench_gemm(int argc, char** argv) {
     for (int c = 0; c < n_counts; c++)
         for (int si = 0; si < n_sets; si++)
             for (int k = 0; k < 2; k++) {
-                bench_shape(&sets[si][k], thread_counts[c], &o);
+                if (o.products) bench_shape(&sets[si][k], thread_counts[c], &o);
                 for (int isa = 0; isa < KERN_N_ISA; isa++)
                     if (o.isa_on[isa] && o.ffn)
                         bench_ffn(&sets[si][k], thread_counts[c], kern_table_for((kern_isa_t)isa),
