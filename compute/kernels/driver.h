@@ -18,12 +18,13 @@
 //
 // Columns are handled in B micro-panels ("panels", NR columns each). A plain GEMM has
 // ceil(n / NR) of them in order. The fused up-projection [H0 | H1] = A·[B0 | B1] has twice as
-// many, in runs of ROW_GROUP: B0's panels s..s+R-1, then B1's same panels, and so on, so that
-// each H1 tile is computed right after the H0 tiles of the same columns, and its epilogue
-// (at the last KC block) forms out = silu(H0) * H1 from the H1 tile just stored and the H0
-// tile stored a few tiles earlier, both still in L1: neither makes a round trip to memory
-// before `out` is formed. H0 and H1 are stored because the backward pass needs them
-// (recomputing them there would cost another two GEMMs of the same size).
+// many, in runs of R (fused_run: a multiple of ROW_GROUP): B0's panels s..s+R-1, then B1's
+// same panels, and so on, so that each H1 tile is computed after the H0 tiles of the same
+// columns, and its epilogue (at the last KC block) forms out = silu(H0) * H1 from the H1 tile
+// just stored (L1) and the H0 tile stored one run earlier (an H0 strip of at most ~128 KiB:
+// L2): neither makes a round trip to memory before `out` is formed. H0 and H1 are stored because
+// the backward pass needs them (recomputing them there would cost another two GEMMs of the same
+// size).
 //
 // Memory, which decides the small shapes of an MoE layer (32 tokens per expert: each weight
 // element feeds only 32 FMAs, and the weights stream from DRAM):
