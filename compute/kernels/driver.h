@@ -545,17 +545,24 @@ static void drv_sgemm_packed(int m, int n, int k, const float* a, long rsa, long
 // stays within about 128 KiB (in L2 when its H1 strip's epilogue reads it back), so that the
 // reads alternate between B0 and B1 rarely (alternating every few panels doubles the pages a
 // KC block of B spans at a time: TLB misses on the memory-bound small-m shapes); at most half
-// a B block, and small enough that every thread gets a run pair. Any run gives the same bits.
+// a B block; and among those lengths (multiples of ROW_GROUP) the longest that leaves the
+// busiest thread the fewest panels, since threads split whole run pairs. Any run gives the
+// same bits.
 static int fused_run(int m, int n) {
     int rows = MIN(m, MC), half = (n + NR - 1) / NR, threads = 1;
 #ifdef _OPENMP
     if (!omp_in_parallel()) threads = omp_get_max_threads();
 #endif
-    int r = (int)((128L << 10) / ((long)rows * NR * (long)sizeof(float)));
-    r = MIN(r, NC / NR / 2);
-    r = MIN(r, (half + threads - 1) / threads);
-    r = r / ROW_GROUP * ROW_GROUP;
-    return r > ROW_GROUP ? r : ROW_GROUP;
+    int rmax = (int)((128L << 10) / ((long)rows * NR * (long)sizeof(float)));
+    rmax = MIN(MIN(rmax, NC / NR / 2), half) / ROW_GROUP * ROW_GROUP;
+    int best = ROW_GROUP;
+    long best_load = -1;
+    for (int r = rmax; r >= ROW_GROUP; r -= ROW_GROUP) {
+        long units = (half + r - 1) / r; // thread 0 gets the most whole runs
+        long load = MIN((long)half, (units + threads - 1) / threads * r);
+        if (best_load < 0 || load < best_load) best_load = load, best = r;
+    }
+    return best;
 }
 
 static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long csa,
