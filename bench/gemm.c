@@ -3,13 +3,18 @@
 // through our kernels, through OpenBLAS cblas_sgemm looped over the groups, and through a
 // oneDNN matmul primitive (created once per shape outside the timed loop) looped over the
 // groups. Reports GFLOP/s, the fraction of the measured FMA peak (bench/peak.c) for the same
-// thread count, and the ratios ours/OpenBLAS and ours/oneDNN. Median of several repetitions
-// after a warm-up run that also takes the page faults.
+// thread count, and the ratios ours/OpenBLAS and ours/oneDNN: per product the median of each
+// round's paired ratio, for all products the ratio of summed medians. Median of several
+// repetitions after a warm-up run that also takes the page faults. Then the expert FFN's
+// forward as the layer runs it: the up-projection unfused (two sgemm + swiglu_fwd), fused
+// (gemm_swiglu) and fused on pre-packed weights, the down-projection plain and pre-packed,
+// and the time to pack the weights (paid once per optimizer step).
 #include <cblas.h>
 #include <dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -174,6 +179,8 @@ enum { MAX_IMPLS = IMPL_OURS + KERN_N_ISA };
 typedef struct {
     int reps;
     int with_peers;
+    int ffn;      // also the expert FFN forward (fused, pre-packed)
+    int products; // the table of the five products (off: --ffn-only)
     int isa_on[KERN_N_ISA];
 } opts_t;
 
@@ -200,6 +207,21 @@ static void set_threads(int threads) {
     omp_set_num_threads(threads); // ours and oneDNN (OpenMP runtime)
 #endif
     openblas_set_num_threads(threads);
+}
+
+// Median of x[n], leaving x in its round order (bench_median sorts in place).
+static double median_of(const double* x, int n) {
+    double y[64];
+    memcpy(y, x, sizeof(double) * (size_t)n);
+    return bench_median(y, n);
+}
+
+// The median over rounds of each round's ratio num/den: both sides ran back to back, so a
+// disturbance on this shared machine hits them alike.
+static double paired(const double* num, const double* den, int reps) {
+    double r[64];
+    for (int q = 0; q < reps; q++) r[q] = num[q] / den[q];
+    return bench_median(r, reps);
 }
 
 // One shape set at one thread count: every product, every implementation, then the table.
@@ -232,12 +254,13 @@ static void bench_shape(const group_shape_t* s, int threads, const opts_t* o) {
         on[impl] = impl < IMPL_OURS ? o->with_peers : o->isa_on[impl - IMPL_OURS];
     set_threads(threads);
     double sec[N_PRODUCTS][MAX_IMPLS] = {{0}};
+    static double ts_all[N_PRODUCTS][MAX_IMPLS][64]; // every round's seconds, for paired ratios
+    int reps = o->reps < 64 ? o->reps : 64;
     for (int i = 0; i < N_PRODUCTS; i++) {
         job_t j = {&p[i], s->E, a, b, c};
         dnnl_job_t dj = {0};
         int dnnl_ok = on[IMPL_DNNL] && dnnl_prepare(&j, &dj) == 0;
-        double ts[MAX_IMPLS][64];
-        int reps = o->reps < 64 ? o->reps : 64;
+        double(*ts)[64] = ts_all[i];
         for (int r = -1; r < reps; r++)
             for (int impl = 0; impl < MAX_IMPLS; impl++) {
                 if (!on[impl] || (impl == IMPL_DNNL && !dnnl_ok)) continue;
@@ -249,7 +272,7 @@ static void bench_shape(const group_shape_t* s, int threads, const opts_t* o) {
             }
         for (int impl = 0; impl < MAX_IMPLS; impl++)
             if (on[impl] && (impl != IMPL_DNNL || dnnl_ok))
-                sec[i][impl] = bench_median(ts[impl], reps);
+                sec[i][impl] = median_of(ts[impl], reps);
         dnnl_release(&dj);
     }
 
@@ -287,9 +310,11 @@ static void bench_shape(const group_shape_t* s, int threads, const opts_t* o) {
             else
                 printf("%7s |", "n/a");
             if (ours > 0) {
-                printf(" %7.2f ", ob / ours);
+                // paired: the median of each round's ratio (see above)
+                const double* to = ts_all[i][IMPL_OURS + best];
+                printf(" %7.2f ", paired(ts_all[i][IMPL_OPENBLAS], to, reps));
                 if (dn > 0)
-                    printf("%9.2f", dn / ours);
+                    printf("%9.2f", paired(ts_all[i][IMPL_DNNL], to, reps));
                 else
                     printf("%9s", "n/a");
             }
@@ -322,8 +347,162 @@ static void bench_shape(const group_shape_t* s, int threads, const opts_t* o) {
     free(c);
 }
 
+// ---- the expert FFN as the layer runs it: fused up-projection, pre-packed weights ----
+
+// Per group e: X_e[rows, d], W0_e, W1_e [d, f], Wo_e [f, d], and outputs.
+typedef struct {
+    const group_shape_t* s;
+    const float *x, *w0, *w1, *wo; // [E][rows*d], [E][d*f] x2, [E][f*d]
+    float *h0, *h1, *act, *y;      // [E][rows*f] x3, [E][rows*d]
+    float *pup, *pdown;            // pre-packed [E][up_n], [E][down_n]
+    size_t up_n, down_n;           // floats per group of pup, pdown
+} ffn_t;
+
+enum {
+    FFN_UNFUSED,
+    FFN_FUSED,
+    FFN_FUSED_PRE,
+    FFN_PACK_UP,
+    FFN_DOWN,
+    FFN_DOWN_PRE,
+    FFN_PACK_DOWN,
+    FFN_DNNL_UP,
+    FFN_N
+};
+static const char* const ffn_names[FFN_N] = {"up: 2 sgemm + swiglu",
+                                             "up: gemm_swiglu",
+                                             "up: gemm_swiglu, pre-packed",
+                                             "pack W0|W1",
+                                             "down: sgemm",
+                                             "down: pre-packed",
+                                             "pack Wo",
+                                             "oneDNN: 2 matmuls"};
+
+static void run_ffn(const kern_table_t* t, const ffn_t* F, int what, const dnnl_job_t dj[2]) {
+    const group_shape_t* s = F->s;
+    long r = s->rows, d = s->d, f = s->f;
+    if (what == FFN_DNNL_UP) {
+        run_dnnl(&dj[0]);
+        run_dnnl(&dj[1]);
+        return;
+    }
+    for (int e = 0; e < s->E; e++) {
+        const float *x = F->x + e * r * d, *w0 = F->w0 + e * d * f, *w1 = F->w1 + e * d * f;
+        const float* wo = F->wo + e * f * d;
+        float *h0 = F->h0 + e * r * f, *h1 = F->h1 + e * r * f, *act = F->act + e * r * f;
+        float *pup = F->pup + e * F->up_n, *pdown = F->pdown + e * F->down_n;
+        float* y = F->y + e * r * d;
+        switch (what) {
+        case FFN_UNFUSED:
+            t->sgemm((int)r, (int)f, (int)d, x, d, 1, w0, f, 1, h0, f, 0);
+            t->sgemm((int)r, (int)f, (int)d, x, d, 1, w1, f, 1, h1, f, 0);
+            t->swiglu_fwd(r * f, h0, h1, act);
+            break;
+        case FFN_FUSED:
+        case FFN_FUSED_PRE:
+            t->gemm_swiglu((int)r, (int)f, (int)d, x, d, 1, w0, w1, f, 1,
+                           what == FFN_FUSED_PRE ? pup : NULL, h0, h1, act, f);
+            break;
+        case FFN_PACK_UP: t->pack_b((int)d, (int)f, w0, w1, f, 1, pup); break;
+        case FFN_DOWN: t->sgemm((int)r, (int)d, (int)f, act, f, 1, wo, d, 1, y, d, 0); break;
+        case FFN_DOWN_PRE:
+            t->sgemm_packed((int)r, (int)d, (int)f, act, f, 1, pdown, y, d, 0);
+            break;
+        case FFN_PACK_DOWN: t->pack_b((int)f, (int)d, wo, NULL, d, 1, pdown); break;
+        }
+    }
+}
+
+// In 2 MiB-aligned blocks backed by transparent huge pages where the kernel has them, as
+// the pack buffers (dispatch.c) and the arena: pre-packed B is read like a pack buffer.
+static float* ffn_alloc(size_t floats) {
+    const size_t huge = (size_t)2 << 20;
+    size_t bytes = (floats * sizeof(float) + huge - 1) & ~(huge - 1);
+    float* p = aligned_alloc(huge, bytes);
+    if (!p) {
+        fprintf(stderr, "moed-bench gemm: out of memory\n");
+        exit(1);
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+// The forward of the expert FFN through one table: the up-projection unfused, fused, and
+// fused on pre-packed weights (with the time to pack them, which training pays once per
+// optimizer step), the down-projection plain and pre-packed, and oneDNN's two up matmuls
+// (without SwiGLU) for scale. Same rounds-and-median scheme as bench_shape.
+static void bench_ffn(const group_shape_t* s, int threads, const kern_table_t* t, const opts_t* o) {
+    long E = s->E, r = s->rows, d = s->d, f = s->f;
+    ffn_t F = {.s = s};
+    F.up_n = t->packed_floats((int)d, (int)f, 2);
+    F.down_n = t->packed_floats((int)f, (int)d, 1);
+    float* x = ffn_alloc(E * r * d);
+    float* w0 = ffn_alloc(E * d * f);
+    float* w1 = ffn_alloc(E * d * f);
+    float* wo = ffn_alloc(E * f * d);
+    fill(x, E * r * d, 3), fill(w0, E * d * f, 4), fill(w1, E * d * f, 5), fill(wo, E * f * d, 6);
+    F.x = x, F.w0 = w0, F.w1 = w1, F.wo = wo;
+    F.h0 = ffn_alloc(E * r * f), F.h1 = ffn_alloc(E * r * f), F.act = ffn_alloc(E * r * f);
+    F.y = ffn_alloc(E * r * d);
+    F.pup = ffn_alloc(E * F.up_n), F.pdown = ffn_alloc(E * F.down_n);
+    product_t up = {"up", "X.W", (int)r, (int)f, (int)d, d, 1, f, 1};
+    job_t j0 = {&up, s->E, x, w0, F.h0}, j1 = {&up, s->E, x, w1, F.h1};
+    dnnl_job_t dj[2] = {{0}, {0}};
+    int dnnl_ok = o->with_peers && dnnl_prepare(&j0, &dj[0]) == 0 && dnnl_prepare(&j1, &dj[1]) == 0;
+    set_threads(threads);
+    double ts[FFN_N][64], sec[FFN_N] = {0};
+    int reps = o->reps < 64 ? o->reps : 64;
+    for (int rep = -1; rep < reps; rep++)
+        for (int w = 0; w < FFN_N; w++) {
+            if (w == FFN_DNNL_UP && !dnnl_ok) continue;
+            double t0 = bench_now();
+            run_ffn(t, &F, w, dj);
+            if (rep >= 0) ts[w][rep] = bench_now() - t0;
+        }
+    for (int w = 0; w < FFN_N; w++)
+        if (w != FFN_DNNL_UP || dnnl_ok) sec[w] = median_of(ts[w], reps);
+    double pre[64], fly[64]; // per round: forward + repack, forward packing on the fly
+    for (int q = 0; q < reps; q++) {
+        pre[q] =
+            ts[FFN_FUSED_PRE][q] + ts[FFN_PACK_UP][q] + ts[FFN_DOWN_PRE][q] + ts[FFN_PACK_DOWN][q];
+        fly[q] = ts[FFN_FUSED][q] + ts[FFN_DOWN][q];
+    }
+    double up_flops = 4.0 * E * r * d * f, down_flops = 2.0 * E * r * d * f;
+    double pk = bench_peak_gflops(t->isa, threads);
+    printf("  expert FFN forward, E=%d x %d rows, d=%d f=%d, %d thread%s, through %s (GF/s count "
+           "GEMM flops; pack: ms per optimizer step; x: median of paired ratios, > 1: faster)\n",
+           s->E, s->rows, s->d, s->f, threads, threads > 1 ? "s" : "", t->name);
+    for (int w = 0; w < FFN_N; w++) {
+        if (sec[w] <= 0) continue;
+        int pack = w == FFN_PACK_UP || w == FFN_PACK_DOWN;
+        double fl = w <= FFN_FUSED_PRE || w == FFN_DNNL_UP ? up_flops : down_flops;
+        printf("    %-28s %8.3f ms", ffn_names[w], sec[w] * 1e3);
+        if (!pack)
+            printf(" %8.1f GF/s %5.1f%% peak", fl / sec[w] / 1e9, 100 * fl / sec[w] / 1e9 / pk);
+        if (w == FFN_FUSED || w == FFN_FUSED_PRE)
+            printf("  x%.2f vs unfused", paired(ts[FFN_UNFUSED], ts[w], reps));
+        if (w == FFN_DOWN_PRE) printf("  x%.2f vs sgemm", paired(ts[FFN_DOWN], ts[w], reps));
+        printf("\n");
+    }
+    printf("    forward + repack per step: pre-packed x%.2f vs packed on the fly\n",
+           paired(fly, pre, reps));
+    if (dnnl_ok)
+        printf(
+            "    gemm_swiglu vs oneDNN's two up matmuls (without SwiGLU): x%.2f on the fly, x%.2f "
+            "pre-packed\n",
+            paired(ts[FFN_DNNL_UP], ts[FFN_FUSED], reps),
+            paired(ts[FFN_DNNL_UP], ts[FFN_FUSED_PRE], reps));
+    fflush(stdout);
+    dnnl_release(&dj[0]);
+    dnnl_release(&dj[1]);
+    free(x), free(w0), free(w1), free(wo), free(F.h0), free(F.h1), free(F.act), free(F.y);
+    free(F.pup), free(F.pdown);
+}
+
 int bench_gemm(int argc, char** argv) {
-    opts_t o = {.reps = 5, .with_peers = 1};
+    opts_t o = {.reps = 5, .with_peers = 1, .ffn = 1, .products = 1};
     int quick = 0, only_threads = 0;
     const char* isa_arg = NULL;
     for (int i = 0; i < argc; i++) {
@@ -337,12 +516,17 @@ int bench_gemm(int argc, char** argv) {
             only_threads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--no-peers")) {
             o.with_peers = 0;
+        } else if (!strcmp(argv[i], "--no-ffn")) {
+            o.ffn = 0;
+        } else if (!strcmp(argv[i], "--ffn-only")) {
+            o.products = 0;
         } else {
             fprintf(stderr,
                     "moed-bench gemm: unknown option '%s'\n"
                     "options: --quick (small shapes, 3 reps)  --reps N  --threads N\n"
                     "         --isa NAME|all (default: every SIMD ISA the CPU runs; ref is slow)"
-                    "  --no-peers\n",
+                    "  --no-peers\n         --no-ffn (skip the fused/pre-packed FFN forward)  "
+                    "--ffn-only\n",
                     argv[i]);
             return 2;
         }
@@ -398,7 +582,13 @@ int bench_gemm(int argc, char** argv) {
     int n_sets = quick ? 1 : 2;
     for (int c = 0; c < n_counts; c++)
         for (int si = 0; si < n_sets; si++)
-            for (int k = 0; k < 2; k++) bench_shape(&sets[si][k], thread_counts[c], &o);
+            for (int k = 0; k < 2; k++) {
+                if (o.products) bench_shape(&sets[si][k], thread_counts[c], &o);
+                for (int isa = 0; isa < KERN_N_ISA; isa++)
+                    if (o.isa_on[isa] && o.ffn)
+                        bench_ffn(&sets[si][k], thread_counts[c], kern_table_for((kern_isa_t)isa),
+                                  &o);
+            }
     if (dnnl_strm) dnnl_stream_destroy(dnnl_strm);
     if (dnnl_eng) dnnl_engine_destroy(dnnl_eng);
     kern_shutdown();

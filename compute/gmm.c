@@ -8,12 +8,10 @@ void gmm_up_forward(const gmm_shape_t* s, const float* x, const float* w0, const
     for (int g = 0; g < s->n_groups; g++) {
         long r0 = s->offs[g], n = s->offs[g + 1] - r0;
         if (n == 0) continue;
-        const float* xg = x + r0 * d;
-        kern->sgemm(n, f, d, xg, d, 1, w0 + (long)g * d * f, f, 1, h0 + r0 * f, f, 0);
-        kern->sgemm(n, f, d, xg, d, 1, w1 + (long)g * d * f, f, 1, h1 + r0 * f, f, 0);
+        long wo = (long)g * d * f;
+        kern->gemm_swiglu(n, f, d, x + r0 * d, d, 1, w0 + wo, w1 + wo, f, 1, NULL, h0 + r0 * f,
+                          h1 + r0 * f, a + r0 * f, f);
     }
-    long N = s->offs[s->n_groups];
-    kern->swiglu_fwd(N * f, h0, h1, a);
 }
 
 void gmm_down_forward(const gmm_shape_t* s, const float* a, const float* wo, float* y) {

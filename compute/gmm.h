@@ -10,7 +10,8 @@ typedef struct {
     int d, f;
 } gmm_shape_t;
 
-// h0 = x·W0_e, h1 = x·W1_e, a = silu(h0) * h1.
+// h0 = x·W0_e, h1 = x·W1_e, a = silu(h0) * h1, through kern->gemm_swiglu: one pass over x,
+// SwiGLU fused into the epilogue (bit-identical to two sgemm calls and swiglu_fwd).
 void gmm_up_forward(const gmm_shape_t* s,
                     const float* x,  // [N, d]
                     const float* w0, // [G, d, f]

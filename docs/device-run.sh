@@ -9,5 +9,5 @@ timeout 40 bin/moed-bench peak > $OUT/peak.txt 2>&1
 timeout 60 bin/moed-bench layer --reps 5 > $OUT/layer1.txt 2>&1
 timeout 40 bin/moed-bench layer --reps 3 --isa avx2 > $OUT/layer1_avx2.txt 2>&1
 timeout 40 bin/moed-bench layer --reps 3 --threads 16 > $OUT/layer16.txt 2>&1
-timeout 280 bin/moed-bench gemm --reps 3 > $OUT/gemm.txt 2>&1
+timeout 280 bin/moed-bench gemm --reps 3 --no-ffn > $OUT/gemm.txt 2>&1
 echo "gemm rc=$?" >> $OUT/gemm.txt

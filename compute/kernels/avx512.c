@@ -13,13 +13,6 @@
 //   lacks (masked loads/stores, reduce_add, cvtps_epi32): tails go through zero-padded packed
 //   panels and a temporary C tile, as in avx2.c.
 //
-//   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
-//     for pc in [0, k) step KC          the k loop: sequential, never split between threads
-//       for ic in [0, m) step MC        A block  MC x KC  packed, lives in L2
-//         for jr in [0, nc) step NR     B micro-panel KC x NR  lives in L1
-//           for ir in [0, mc) step MR   A micro-panel MR x KC  streams from L2
-//             micro-kernel: C[MR, NR] (+)= A-panel * B-panel, 24 zmm accumulators
-//
 // Micro-tile MR x NR = 12 x 32: 12 rows (broadcasts of A) x 2 zmm of B (32 columns).
 // - Latency x throughput: a Xeon core retires 2 zmm FMAs per cycle with 4 cycles of latency,
 //   so at least 8 independent accumulator chains keep both ports busy; 24 leave 3x that margin
@@ -50,11 +43,9 @@
 // and MC in 240-768, KC = 192 / MC = 384 was best or within noise of it on every shape; KC =
 // 256 and 384 ran the small-m shapes 10-45% slower. Worth re-measuring with moed-bench gemm.
 //
-// The memory-side design is avx2.c's (see there for the measurements behind it): B packed
-// during the first ic pass, software-pipelined with the arithmetic in groups of panels;
-// prefetch streams for the next pieces of B and the next A block; short blocks (kc < SHORT_KC)
-// walk C along its rows; pack buffers in huge pages (dispatch.c). Row-major B is read in
-// groups of 2 panels (runs of 2 x 128 B per row, the run length avx2.c measured best).
+// The loops, packing schedule, prefetch, threads, pre-packed B and fused SwiGLU epilogue are
+// the shared driver's (driver.h, also avx2.c's). Row-major B is read in groups of 2 panels
+// (runs of 2 x 128 B per row, the run length measured best on AVX2).
 //
 // Determinism (DESIGN.md §3): every C element is one FMA chain over p inside a KC block,
 // starting from zero, and the KC blocks are added to C in increasing order (the first one
@@ -64,14 +55,6 @@
 // B. The bits need not equal avx2's or ref's (different KC), only be a function of the inputs;
 // the native and emulated builds agree with each other as well, both doing the same IEEE
 // operations in the same order.
-#include "compute/kernels/kernels.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <simde/x86/avx512.h>
 
 #ifdef MOED_KERN_AVX512_EMULATED
@@ -85,19 +68,17 @@
 #define KERN_NAME "avx512"
 #endif
 
-#define MR 12   // rows of the micro-tile: 12 broadcasts of A per k step
-#define NR 32   // columns of the micro-tile: two zmm of B per k step
-#define MC 384  // A block MC x KC = 288 KiB: in L2 beside the B panels
-#define KC 192  // B micro-panel KC x NR = 24 KiB: half of a 48 KiB L1D
-#define NC 4064 // B block KC x NC = 3 MiB: a slice of L3
+#define MR 12       // rows of the micro-tile: 12 broadcasts of A per k step
+#define NR 32       // columns of the micro-tile: two zmm of B per k step
+#define MC 384      // A block MC x KC = 288 KiB: in L2 beside the B panels
+#define KC 192      // B micro-panel KC x NR = 24 KiB: half of a 48 KiB L1D
+#define NC 4064     // B block KC x NC = 3 MiB: a slice of L3
+#define ROW_GROUP 2 // row-major B packed 2 panels at a time: runs of 256 B per row
 
 #define VL 16 // floats per zmm
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#include "compute/kernels/driver.h"
 
-#define PF_HINT SIMDE_MM_HINT_T0 // software prefetches of pack sources: into L1 (and L2)
-
-_Static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole micro-tiles");
 _Static_assert(NR == 2 * VL, "the micro-kernels hold NR columns in two zmm");
 _Static_assert(MR <= VL, "the transposing A packer fits MR rows in one 16 x 16 transpose");
 _Static_assert(KERN_PACK_SLACK >= VL - MR,
@@ -212,57 +193,6 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Prefetch streams (as in avx2.c). The micro-kernel also issues software prefetches for its
-// caller: the source lines of the B panel packed next (first ic pass) and of the next A block,
-// so that packing finds them in cache. A stream is a walk over lines in runs: `run` lines
-// `inner` floats apart, successive runs `outer` floats apart (row-major source: a run per row;
-// column-major: a run per column). Each call issues its share of the lines, spread over its k
-// loop: issued in a burst they would fill the miss buffers and stall the kernel's own loads.
-// ---------------------------------------------------------------------------------------------
-
-typedef struct {
-    const float* row;  // first float of the current run
-    long inner, outer; // floats between lines of a run, between runs
-    int run, cnt;      // lines per run, lines of the current run already issued
-    long left;         // lines still to issue
-} pf_stream_t;
-
-static const pf_stream_t pf_none = {NULL, 0, 0, 1, 0, 0};
-
-static inline void pf_issue(pf_stream_t* s) {
-    if (s->left <= 0) return;
-    const float* q = s->row + s->cnt * s->inner;
-    simde_mm_prefetch((const char*)q, PF_HINT);
-    simde_mm_prefetch((const char*)(q + 15), PF_HINT); // the line may straddle 64 bytes
-    s->left--;
-    if (++s->cnt == s->run) {
-        s->cnt = 0;
-        s->row += s->outer;
-    }
-}
-
-// The lines of rows [0, rows) x cols [0, cols) of a matrix with element (r, c) at
-// x[r*rs + c*cs], walked along whichever of rs, cs is 1. None when neither is.
-static pf_stream_t pf_matrix(const float* x, int rows, int cols, long rs, long cs) {
-    pf_stream_t s = pf_none;
-    if (rows <= 0 || cols <= 0) return s;
-    if (cs == 1) { // a run per row
-        int run = (cols + 15) / 16;
-        s = (pf_stream_t){x, 16, rs, run, 0, (long)rows * run};
-    } else if (rs == 1) { // a run per column
-        int run = (rows + 15) / 16;
-        s = (pf_stream_t){x, 16, cs, run, 0, (long)cols * run};
-    }
-    return s;
-}
-
-// What one micro-kernel call prefetches: n[i] lines of stream s[i] (s[i] may be NULL).
-typedef struct {
-    pf_stream_t* s[2];
-    int n[2];
-} ukr_pf_t;
-
-// ---------------------------------------------------------------------------------------------
 // Micro-kernel. C[mr, 16*nv] (+)= Ap[kc][MR] * Bp[kc][NR] for compile-time mr in 1..MR and
 // nv in 1..2 (instantiated below): one register per (row, 16 columns), the p loop innermost,
 // one FMA per accumulator per p. The full 12x32 tile uses 24 accumulators, 2 B registers and
@@ -296,12 +226,8 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict
         simde_mm_prefetch((const char*)(c + i * ldc), SIMDE_MM_HINT_T0);
         simde_mm_prefetch((const char*)(c + i * ldc + VL * nv - 1), SIMDE_MM_HINT_T0);
     }
-    int p = 0;
-    int n0 = pf && pf->s[0] ? pf->n[0] : 0, n1 = pf && pf->s[1] ? pf->n[1] : 0;
-    if (n0 + n1 > 0) {
-        if (n0 > kc) n0 = kc;
-        if (n1 > kc - n0) n1 = kc - n0;
-        int gap = kc / (n0 + n1); // >= 1
+    int p = 0, n0, n1, gap = pf_lines(pf, kc, &n0, &n1);
+    if (gap > 0) {
         for (int i = 0; i < n0 + n1; i++) {
             pf_issue(i < n0 ? pf->s[0] : pf->s[1]);
             for (int j = 0; j < gap; j++, p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
@@ -362,295 +288,6 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
             // Same single rounding as the vector path: C + sum.
             *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
         }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The blocked loops over one thread's rectangle C[m0:m1, n0:n1] (as in avx2.c).
-// ---------------------------------------------------------------------------------------------
-
-typedef struct {
-    int m, n, k;
-    const float* a;
-    long rsa, csa;
-    const float* b;
-    long rsb, csb;
-    float* c;
-    long ldc;
-    int accumulate;
-} gemm_args_t;
-
-// One KC x MC block of C's update: everything the loops need to know about it.
-typedef struct {
-    int mc, nc, kc;    // block extent: rows, columns, depth
-    const float* bsrc; // B source of the block: element (p, j) at bsrc[p*rsb + j*csb]
-    const float* abuf; // packed A block [mc/MR panels][kc][MR]
-    float* bbuf;       // packed B block [nc/NR panels][kc][NR]
-    float* c;          // C block, row stride ldc
-    int overwrite;
-    pf_stream_t* next_a; // the next A block's source lines, or NULL
-} block_t;
-
-// Lines of the next A block each micro-kernel call of this block should prefetch.
-static int a_share(const block_t* blk) {
-    long calls = (long)((blk->mc + MR - 1) / MR) * ((blk->nc + NR - 1) / NR);
-    return blk->next_a ? (int)((blk->next_a->left + calls - 1) / calls) : 0;
-}
-
-// The first ic pass over a B block packs B on the way, overlapped with the arithmetic (see
-// avx2.c for the reasoning and measurements). With row-major B the next group of panels is
-// packed a piece (a range of k rows) at a time, one piece before each micro-tile of the
-// current group, and each micro-tile prefetches the source lines of the piece after. Group
-// widths grow 1, 2 panels for row-major B (2 x 128 B runs per row, the 256 B runs avx2.c
-// measured best); with column-major B one panel per group, packed whole after the tiles of
-// the previous panel, which prefetch it.
-static int group_end(const gemm_args_t* g, int q0, int panels) {
-    int w = g->csb == 1 ? 2 : 1;
-    return MIN(panels, q0 + MIN(w, q0 + 1));
-}
-
-// Rows per piece when group [n0, n1) is packed during the tiles of a group of w panels.
-static int piece_rows(int kc, int w, int tiles) {
-    int pieces = w * tiles;
-    if (pieces <= 0) return kc;
-    return ((kc + pieces - 1) / pieces + 7) / 8 * 8; // whole 8-row chunks
-}
-
-static void first_pass(const gemm_args_t* g, const block_t* blk) {
-    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
-    int tiles = (mc + MR - 1) / MR;
-    int panels = (nc + NR - 1) / NR;
-    int nfull = nc / NR; // panels [0, nfull) are full; a partial one may follow
-    // Row-major B is packed in pieces; other layouts a group at a time (see above).
-    int pieces = g->csb == 1;
-    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
-    const float* bsrc = blk->bsrc;
-    long pstep = (long)NR * g->csb; // source floats from one panel to the next
-    int q0 = 0, q1 = group_end(g, 0, panels);
-    for (int q = q0; q < q1; q++) // the first group, unhidden
-        pack_b_panel(kc, MIN(NR, nc - q * NR), bsrc + q * pstep, g->rsb, g->csb,
-                     blk->bbuf + (long)q * NR * kc);
-    while (q0 < panels) {
-        int n0 = q1, n1 = group_end(g, n0, panels); // the next group, packed during this one
-        int a0 = n1, a1 = group_end(g, a0, panels); // the one after, prefetched at the end
-        int nf1 = MIN(n1, nfull), af1 = MIN(a1, nfull);
-        int piece = pieces ? piece_rows(kc, q1 - q0, tiles) : kc;
-        int apiece = piece_rows(kc, n1 - n0, tiles);
-        int u = 0, last_u = (q1 - q0) * tiles - 1;
-        pf_stream_t whole = pf_none; // the next group's lines, when packed whole
-        int whole_share = 0;
-        if (!pieces && nf1 > n0) {
-            whole = pf_matrix(bsrc + n0 * pstep, kc, (nf1 - n0) * NR, g->rsb, g->csb);
-            whole_share = (int)((whole.left + last_u) / (last_u + 1));
-        }
-        for (int q = q0; q < q1; q++) {
-            int nr = MIN(NR, nc - q * NR);
-            for (int t = 0; t < tiles; t++, u++) {
-                int r0 = MIN(kc, u * piece), r1 = MIN(kc, (u + 1) * piece);
-                pf_stream_t bs = pf_none;
-                if (pieces) {
-                    if (r1 > r0)
-                        for (int j = n0; j < nf1; j++)
-                            pack_b_panel(r1 - r0, NR, bsrc + r0 * g->rsb + j * pstep, g->rsb,
-                                         g->csb, blk->bbuf + (long)j * NR * kc + (long)r0 * NR);
-                    if (u == 0 && nf1 < n1) // a partial last panel: all of it, zero-padded
-                        pack_b_panel(kc, nc - nf1 * NR, bsrc + nf1 * pstep, g->rsb, g->csb,
-                                     blk->bbuf + (long)nf1 * NR * kc);
-                    // Prefetch what the next tile packs: the next piece of this next group,
-                    // or after the last tile, the first piece of the group after.
-                    if (u < last_u && r1 < kc && nf1 > n0)
-                        bs = pf_matrix(bsrc + r1 * g->rsb + n0 * pstep, MIN(kc, r1 + piece) - r1,
-                                       (nf1 - n0) * NR, g->rsb, g->csb);
-                    else if (u == last_u && af1 > a0)
-                        bs = pf_matrix(bsrc + a0 * pstep, MIN(kc, apiece), (af1 - a0) * NR, g->rsb,
-                                       g->csb);
-                    pf.s[0] = &bs;
-                    pf.n[0] = (int)bs.left;
-                } else {
-                    pf.s[0] = &whole;
-                    pf.n[0] = whole_share;
-                }
-                int ir = t * MR;
-                ukr_any(MIN(MR, mc - ir), nr, kc, blk->abuf + (long)ir * kc,
-                        blk->bbuf + (long)q * NR * kc, blk->c + (long)ir * g->ldc + q * NR, g->ldc,
-                        blk->overwrite, &pf);
-            }
-        }
-        if (!pieces) // the next group, whole, now that its lines are in cache
-            for (int j = n0; j < n1; j++)
-                pack_b_panel(kc, MIN(NR, nc - j * NR), bsrc + j * pstep, g->rsb, g->csb,
-                             blk->bbuf + (long)j * NR * kc);
-        q0 = n0;
-        q1 = n1;
-    }
-}
-
-// A later ic pass: the B block is packed; B micro-panels stay in L1 across the ir loop.
-static void later_pass(const gemm_args_t* g, const block_t* blk) {
-    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
-    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
-    for (int jr = 0; jr < nc; jr += NR)
-        for (int ir = 0; ir < mc; ir += MR)
-            ukr_any(MIN(MR, mc - ir), MIN(NR, nc - jr), kc, blk->abuf + (long)ir * kc,
-                    blk->bbuf + (long)jr * kc, blk->c + (long)ir * g->ldc + jr, g->ldc,
-                    blk->overwrite, &pf);
-}
-
-// Below this depth a micro-tile is too short to hide C's memory traffic behind its FMAs
-// (the dW = X^T dH product of a small expert group has k = its token count).
-#define SHORT_KC 64
-
-// A short block (kc < SHORT_KC): the whole B block is packed first (it is small), then the
-// tiles are walked along C's rows (jr innermost), so that C is written in long sequential
-// runs; the A micro-panel stays in L1 and the B block in L2.
-static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
-    int mc = blk->mc, nc = blk->nc, kc = blk->kc;
-    if (pack_b)
-        for (int jr = 0; jr < nc; jr += NR)
-            pack_b_panel(kc, MIN(NR, nc - jr), blk->bsrc + jr * g->csb, g->rsb, g->csb,
-                         blk->bbuf + (long)jr * kc);
-    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
-    for (int ir = 0; ir < mc; ir += MR)
-        for (int jr = 0; jr < nc; jr += NR)
-            ukr_any(MIN(MR, mc - ir), MIN(NR, nc - jr), kc, blk->abuf + (long)ir * kc,
-                    blk->bbuf + (long)jr * kc, blk->c + (long)ir * g->ldc + jr, g->ldc,
-                    blk->overwrite, &pf);
-}
-
-static void gemm_rect(const gemm_args_t* g, int m0, int m1, int n0, int n1, const kern_pack_t* pk) {
-    for (int jc = n0; jc < n1; jc += NC) {
-        int nc = MIN(NC, n1 - jc);
-        for (int pc = 0; pc < g->k; pc += KC) {
-            int kc = MIN(KC, g->k - pc);
-            for (int ic = m0; ic < m1; ic += MC) {
-                int mc = MIN(MC, m1 - ic);
-                // The A block after this one, in loop order, to prefetch while this one runs.
-                int nic = ic + MC, npc = pc, njc = jc;
-                if (nic >= m1) nic = m0, npc = pc + KC;
-                if (npc >= g->k) npc = 0, njc = jc + NC;
-                pf_stream_t next_a = pf_none;
-                if (njc < n1)
-                    next_a = pf_matrix(g->a + nic * g->rsa + npc * g->csa, MIN(MC, m1 - nic),
-                                       MIN(KC, g->k - npc), g->rsa, g->csa);
-                block_t blk = {
-                    .mc = mc,
-                    .nc = nc,
-                    .kc = kc,
-                    .bsrc = g->b + pc * g->rsb + jc * g->csb,
-                    .abuf = pk->a,
-                    .bbuf = pk->b,
-                    .c = g->c + (long)ic * g->ldc + jc,
-                    .overwrite = pc == 0 && !g->accumulate,
-                    .next_a = next_a.left > 0 ? &next_a : NULL,
-                };
-                pack_a_block(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, pk->a);
-                if (kc < SHORT_KC)
-                    short_pass(g, &blk, ic == m0);
-                else if (ic == m0)
-                    first_pass(g, &blk);
-                else
-                    later_pass(g, &blk);
-            }
-        }
-    }
-}
-
-#ifdef _OPENMP
-// Splits C among up to `nthreads` threads as a grid of mt x nt rectangles on micro-tile
-// boundaries (as avx2.c: minimise the largest rectangle; on a tie fewer row splits; for short
-// k whole rows per thread). Any grid gives the same bits.
-static void partition(int m, int n, int k, int nthreads, int* mt_out, int* nt_out) {
-    long tiles_m = (m + MR - 1) / MR, tiles_n = (n + NR - 1) / NR;
-    if (k < SHORT_KC && tiles_m >= nthreads) {
-        *mt_out = nthreads;
-        *nt_out = 1;
-        return;
-    }
-    long best_area = -1;
-    *mt_out = *nt_out = 1;
-    for (int mt = 1; mt <= nthreads && mt <= tiles_m; mt++) {
-        int nt = (int)MIN(nthreads / mt, tiles_n);
-        long rows = (tiles_m + mt - 1) / mt * MR, cols = (tiles_n + nt - 1) / nt * NR;
-        if (best_area < 0 || rows * cols < best_area) {
-            best_area = rows * cols;
-            *mt_out = mt;
-            *nt_out = nt;
-        }
-    }
-}
-
-// Rectangle `idx` of `parts` along a dimension of `tiles` micro-tiles of size `t`, clipped to
-// `len`: [*lo, *hi).
-static void split(int len, int t, int parts, int idx, int* lo, int* hi) {
-    int tiles = (len + t - 1) / t;
-    int base = tiles / parts, rem = tiles % parts;
-    int first = idx * base + MIN(idx, rem), count = base + (idx < rem);
-    *lo = MIN(len, first * t);
-    *hi = MIN(len, (first + count) * t);
-}
-#endif
-
-// The pack buffers of thread `tid`, checked against this file's blocking: dispatch.c sizes
-// them for the compiled-in tables, which the emulated table (tests only) is not one of.
-static const kern_pack_t* pack_for(int tid) {
-    const kern_pack_t* pk = kern_pack_for(tid);
-    if (!pk) {
-        fprintf(stderr,
-                "moed: kernels: no pack buffer for thread %d (kern_init(%d) too small or "
-                "not called)\n",
-                tid, kern_pack_threads());
-        abort();
-    }
-    if (pk->a_floats < (size_t)(MC + MR) * KC || pk->b_floats < (size_t)KC * (NC + NR)) {
-        fprintf(stderr, "moed: kernels: %s: pack buffers sized for a smaller blocking\n",
-                KERN_NAME);
-        abort();
-    }
-    return pk;
-}
-
-// Below this many multiply-adds a parallel region costs more than it saves.
-#define PARALLEL_MIN_MACS (1L << 18)
-
-static void avx512_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
-                         long rsb, long csb, float* c, long ldc, int accumulate) {
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0) {
-        if (!accumulate)
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++) c[(long)i * ldc + j] = 0.0f;
-        return;
-    }
-    gemm_args_t g = {m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate};
-
-    int nthreads = 1, tid0 = 0;
-#ifdef _OPENMP
-    if (omp_in_parallel()) {
-        tid0 = omp_get_thread_num(); // called from a worker: its own buffers, one thread
-    } else {
-        nthreads = MIN(omp_get_max_threads(), kern_pack_threads());
-        if ((long)m * n * k < PARALLEL_MIN_MACS) nthreads = 1;
-    }
-#endif
-    if (nthreads <= 1) {
-        gemm_rect(&g, 0, m, 0, n, pack_for(tid0));
-        return;
-    }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nthreads)
-    {
-        // The team may be smaller than asked for; partition by what we got.
-        int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
-        int mt, nt;
-        partition(m, n, k, nt_all, &mt, &nt);
-        if (tid < mt * nt) {
-            int m0, m1, n0, n1;
-            split(m, MR, mt, tid / nt, &m0, &m1);
-            split(n, NR, nt, tid % nt, &n0, &n1);
-            const kern_pack_t* pk = pack_for(tid);
-            if (m0 < m1 && n0 < n1) gemm_rect(&g, m0, m1, n0, n1, pk);
-        }
-    }
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -748,13 +385,32 @@ static void avx512_swiglu_bwd(long n, const float* h0, const float* h1, const fl
     }
 }
 
+// out = silu(h0) * h1 over a tile (the fused epilogue), 16 columns at a time with fwd16; a
+// column tail through a zero-padded vector, as in avx512_swiglu_fwd: the same bits as there.
+static void swiglu_tile(int mr, int nr, const float* h0, const float* h1, float* out, long ld) {
+    for (int i = 0; i < mr; i++, h0 += ld, h1 += ld, out += ld) {
+        int j = 0;
+        for (; j + VL <= nr; j += VL) fwd16(h0 + j, h1 + j, out + j);
+        if (j < nr) {
+            float x[VL] = {0}, y[VL] = {0}, o[VL];
+            for (int t = j; t < nr; t++) x[t - j] = h0[t], y[t - j] = h1[t];
+            fwd16(x, y, o);
+            for (int t = j; t < nr; t++) out[t] = o[t - j];
+        }
+    }
+}
+
 // clang-format off
 const kern_table_t KERN_TABLE = {
     .name = KERN_NAME,
     .isa = KERN_AVX512,
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
-    .sgemm = avx512_sgemm,
+    .sgemm = drv_sgemm,
+    .sgemm_packed = drv_sgemm_packed,
+    .gemm_swiglu = drv_gemm_swiglu,
+    .packed_floats = drv_packed_floats,
+    .pack_b = drv_pack_b,
     .swiglu_fwd = avx512_swiglu_fwd,
     .swiglu_bwd = avx512_swiglu_bwd,
 };

@@ -20,6 +20,27 @@ typedef void (*kern_sgemm_fn)(int m, int n, int k, const float* a, long rsa, lon
                               const float* b, long rsb, long csb, float* c, long ldc,
                               int accumulate);
 
+// The same with B pre-packed by pack_b (halves = 1) into bp, in this table's layout.
+typedef void (*kern_sgemm_packed_fn)(int m, int n, int k, const float* a, long rsa, long csa,
+                                     const float* bp, float* c, long ldc, int accumulate);
+
+// The up-projection with SwiGLU fused into its epilogue: h0 = A·B0, h1 = A·B1 and
+// out = silu(h0) * h1, [m, n] each with row stride ldc (A and B strided as in sgemm). B0 and
+// B1 are read through one pass over A; `out` is formed from each tile of h0 and h1 while it
+// is in cache. bp: B0 and B1 pre-packed by pack_b (halves = 2), or NULL to pack them on the
+// fly. h0 and h1 are bit-identical to two sgemm calls and out to swiglu_fwd on them, for any
+// thread count. k = 0 gives zeros.
+typedef void (*kern_gemm_swiglu_fn)(int m, int n, int k, const float* a, long rsa, long csa,
+                                    const float* b0, const float* b1, long rsb, long csb,
+                                    const float* bp, float* h0, float* h1, float* out, long ldc);
+
+// Floats of pre-packed B for a k x n matrix (halves = 1) or the pair B0, B1 (halves = 2).
+typedef size_t (*kern_packed_floats_fn)(int k, int n, int halves);
+// Packs B (b1 = NULL) or the pair B0, B1 into dst (64-byte aligned, packed_floats long):
+// the micro-kernel's panels in the order the kernels read them. Thread-count independent.
+typedef void (*kern_pack_b_fn)(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                               float* dst);
+
 // SwiGLU over n elements: a = silu(h0) * h1; backward da -> dh0, dh1. Element-wise, so the
 // result never depends on the thread count; fast ISAs use a vector exp (within 2 ulp of expf).
 typedef void (*kern_swiglu_fwd_fn)(long n, const float* h0, const float* h1, float* a);
@@ -29,9 +50,13 @@ typedef void (*kern_swiglu_bwd_fn)(long n, const float* h0, const float* h1, con
 typedef struct {
     const char* name; // "ref", "avx2", "avx512"
     kern_isa_t isa;
-    int mr, nr;         // micro-tile (register block)
-    int mc, kc, nc;     // cache blocks
+    int mr, nr;     // micro-tile (register block)
+    int mc, kc, nc; // cache blocks
     kern_sgemm_fn sgemm;
+    kern_sgemm_packed_fn sgemm_packed;
+    kern_gemm_swiglu_fn gemm_swiglu;
+    kern_packed_floats_fn packed_floats;
+    kern_pack_b_fn pack_b;
     kern_swiglu_fwd_fn swiglu_fwd;
     kern_swiglu_bwd_fn swiglu_bwd;
 } kern_table_t;

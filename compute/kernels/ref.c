@@ -17,6 +17,46 @@ static void ref_sgemm(int m, int n, int k, const float* a, long rsa, long csa, c
     }
 }
 
+// Pre-packed B for ref: each column contiguous (panels of one column, no KC blocking); the
+// pair B0, B1 interleaved column by column. Element (p, q) at dst[q*k + p].
+static size_t ref_packed_floats(int k, int n, int halves) {
+    return (size_t)(k > 0 ? k : 0) * (n > 0 ? n : 0) * halves;
+}
+
+static void ref_pack_b(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                       float* dst) {
+    int halves = b1 ? 2 : 1;
+    for (int j = 0; j < n; j++)
+        for (int h = 0; h < halves; h++) {
+            const float* b = h ? b1 : b0;
+            float* col = dst + ((long)j * halves + h) * k;
+            for (int p = 0; p < k; p++) col[p] = b[p * rsb + j * csb];
+        }
+}
+
+static void ref_sgemm_packed(int m, int n, int k, const float* a, long rsa, long csa,
+                             const float* bp, float* c, long ldc, int accumulate) {
+    ref_sgemm(m, n, k, a, rsa, csa, bp, 1, k, c, ldc, accumulate);
+}
+
+// Row by row: h0 and h1 through ref_sgemm's chains, then swiglu_forward on the row.
+static void ref_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long csa,
+                            const float* b0, const float* b1, long rsb, long csb, const float* bp,
+                            float* h0, float* h1, float* out, long ldc) {
+    for (int i = 0; i < m; i++) {
+        const float* ai = a + i * rsa;
+        float *h0i = h0 + i * ldc, *h1i = h1 + i * ldc;
+        if (bp) { // pre-packed: column j of B0 at bp[2jk], of B1 at bp[(2j+1)k]
+            ref_sgemm(1, n, k, ai, rsa, csa, bp, 1, 2L * k, h0i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, bp + k, 1, 2L * k, h1i, ldc, 0);
+        } else {
+            ref_sgemm(1, n, k, ai, rsa, csa, b0, rsb, csb, h0i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, b1, rsb, csb, h1i, ldc, 0);
+        }
+        swiglu_forward(n, h0i, h1i, out + i * ldc);
+    }
+}
+
 const kern_table_t kern_ref_table = {
     .name = "ref",
     .isa = KERN_REF,
@@ -26,6 +66,10 @@ const kern_table_t kern_ref_table = {
     .kc = 0,
     .nc = 0,
     .sgemm = ref_sgemm,
+    .sgemm_packed = ref_sgemm_packed,
+    .gemm_swiglu = ref_gemm_swiglu,
+    .packed_floats = ref_packed_floats,
+    .pack_b = ref_pack_b,
     .swiglu_fwd = swiglu_forward,
     .swiglu_bwd = swiglu_backward,
 };

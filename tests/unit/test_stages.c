@@ -256,6 +256,23 @@ static void check_gmm(const kern_table_t* kt, int d, int f) {
     }
     check_rows("h0", isa, d, f, h0, r_nf, N, f);
     check_rows("h1", isa, d, f, h1, r_nf2, N, f);
+    // the fused path has the unfused one's bits: per-group sgemm, then swiglu_fwd over all rows
+    {
+        float* u = malloc(sizeof(float) * (3 * N * f + 1)); // [3][N, f]: h0, h1, a unfused
+        for (int g = 0; g < NG; g++) {
+            long r0 = offs[g], n = group_rows[g];
+            if (n == 0) continue;
+            kern->sgemm(n, f, d, x + r0 * d, d, 1, w0 + (long)g * d * f, f, 1, u + r0 * f, f, 0);
+            kern->sgemm(n, f, d, x + r0 * d, d, 1, w1 + (long)g * d * f, f, 1, u + (N + r0) * f, f,
+                        0);
+        }
+        kern->swiglu_fwd(N * f, u, u + N * f, u + 2 * N * f);
+        ck_assert_msg(memcmp(h0, u, sizeof(float) * N * f) == 0 &&
+                          memcmp(h1, u + N * f, sizeof(float) * N * f) == 0 &&
+                          memcmp(a, u + 2 * N * f, sizeof(float) * N * f) == 0,
+                      "%s d=%d f=%d: fused gmm_up differs from sgemm + swiglu_fwd", isa, d, f);
+        free(u);
+    }
     for (long i = 0; i < N * f; i++) r_nf[i] = dsilu(r_nf[i]) * r_nf2[i];
     check_rows("a", isa, d, f, a, r_nf, N, f);
 

@@ -1,0 +1,615 @@
+// The BLIS-style blocked driver shared by the ISA files (Van Zee & van de Geijn, "BLIS: A
+// Framework for Rapidly Instantiating BLAS Functionality", TOMS 2015): loops, packing
+// schedule, prefetch streams, thread partition, pre-packed B and the fused SwiGLU epilogue.
+// Included once by each ISA file (avx2.c, avx512.c) after it defines
+//   MR, NR, MC, KC, NC   micro-tile and cache blocks
+//   ROW_GROUP            B panels packed per group when B is row-major (see group_end)
+//   KERN_NAME            the table's name, for errors
+// and before it defines the functions declared below (its packers, micro-kernel and SwiGLU
+// tile), which the loops here call. Everything is static: each ISA file gets its own copy,
+// compiled with its instruction set.
+//
+//   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
+//     for pc in [0, k) step KC          the k loop: sequential, never split between threads
+//       for ic in [0, m) step MC        A block  MC x KC  packed, lives in L2
+//         for jr in [0, nc) step NR     B micro-panel KC x NR  lives in L1
+//           for ir in [0, mc) step MR   A micro-panel MR x KC  streams from L2
+//             micro-kernel: C[MR, NR] (+)= A-panel * B-panel
+//
+// Columns are handled in B micro-panels ("panels", NR columns each). A plain GEMM has
+// ceil(n / NR) of them in order. The fused up-projection [H0 | H1] = A·[B0 | B1] has twice as
+// many, in runs of R (fused_run: a multiple of ROW_GROUP): B0's panels s..s+R-1, then B1's
+// same panels, and so on, so that each H1 tile is computed after the H0 tiles of the same
+// columns, and its epilogue (at the last KC block) forms out = silu(H0) * H1 from the H1 tile
+// just stored (L1) and the H0 tile stored one run earlier (an H0 strip of at most ~128 KiB:
+// L2): neither makes a round trip to memory before `out` is formed. H0 and H1 are stored because
+// the backward pass needs them (recomputing them there would cost another two GEMMs of the same
+// size).
+//
+// Memory, which decides the small shapes of an MoE layer (32 tokens per expert: each weight
+// element feeds only 32 FMAs, and the weights stream from DRAM):
+// - The B block is packed during the first ic pass, software-pipelined with the arithmetic
+//   (first_pass): a piece of the next panels is packed before each micro-tile, and the
+//   micro-kernel prefetches the source lines of the piece after, spread over its k loop.
+// - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
+// - Every micro-kernel call also prefetches its share of the next A block's source lines.
+// - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
+// - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
+//
+// Determinism: every C element is one FMA chain over p inside a KC block, starting from zero,
+// and the KC blocks are added to C in increasing order (the first one stores when
+// accumulate = 0). The partial-tile kernels run the same chain per element, so the bits of a
+// C element do not depend on the tile it falls in, on the thread partition, on the thread
+// count, on whether B was pre-packed, or on whether the product is fused. Threads own
+// disjoint rectangles of C (whole run pairs when fused) and pack their own copies of A and B.
+#ifndef MOED_KERNELS_DRIVER_H
+#define MOED_KERNELS_DRIVER_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "compute/kernels/kernels.h"
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+_Static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole micro-tiles");
+_Static_assert(NC / NR >= 2 * ROW_GROUP, "a B block must hold a fused run pair");
+
+// ---------------------------------------------------------------------------------------------
+// Prefetch streams. The micro-kernel issues software prefetches for its caller: the source
+// lines of the B panel packed next (first ic pass) and of the next A block, so that packing
+// finds them in cache. A stream is a walk over lines in runs: `run` lines `inner` floats apart,
+// successive runs `outer` floats apart (row-major source: a run per row; column-major: a run
+// per column). Each call issues its share of the lines, spread over its k loop: issued in a
+// burst they would fill the miss buffers and stall the kernel's own loads.
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    const float* row;  // first float of the current run
+    long inner, outer; // floats between lines of a run, between runs
+    int run, cnt;      // lines per run, lines of the current run already issued
+    long left;         // lines still to issue
+} pf_stream_t;
+
+static const pf_stream_t pf_none = {NULL, 0, 0, 1, 0, 0};
+
+static inline void pf_issue(pf_stream_t* s) {
+    if (s->left <= 0) return;
+    const float* q = s->row + s->cnt * s->inner;
+    __builtin_prefetch(q, 0, 3);      // prefetcht0: into L1 (and L2)
+    __builtin_prefetch(q + 15, 0, 3); // the line may straddle 64 bytes
+    s->left--;
+    if (++s->cnt == s->run) {
+        s->cnt = 0;
+        s->row += s->outer;
+    }
+}
+
+// The lines of rows [0, rows) x cols [0, cols) of a matrix with element (r, c) at
+// x[r*rs + c*cs], walked along whichever of rs, cs is 1. None when neither is.
+static pf_stream_t pf_matrix(const float* x, int rows, int cols, long rs, long cs) {
+    pf_stream_t s = pf_none;
+    if (rows <= 0 || cols <= 0) return s;
+    if (cs == 1) { // a run per row
+        int run = (cols + 15) / 16;
+        s = (pf_stream_t){x, 16, rs, run, 0, (long)rows * run};
+    } else if (rs == 1) { // a run per column
+        int run = (rows + 15) / 16;
+        s = (pf_stream_t){x, 16, cs, run, 0, (long)cols * run};
+    }
+    return s;
+}
+
+// What one micro-kernel call prefetches: n[i] lines of stream s[i] (s[i] may be NULL).
+typedef struct {
+    pf_stream_t* s[2];
+    int n[2];
+} ukr_pf_t;
+
+// How a micro-kernel call spreads its prefetches over its k loop: n0 lines of s[0] and n1 of
+// s[1], one before every `gap` k steps (the return value; 0 when there is nothing to issue).
+static inline int pf_lines(const ukr_pf_t* pf, int kc, int* n0, int* n1) {
+    *n0 = pf && pf->s[0] ? pf->n[0] : 0;
+    *n1 = pf && pf->s[1] ? pf->n[1] : 0;
+    if (*n0 + *n1 == 0) return 0;
+    if (*n0 > kc) *n0 = kc;
+    if (*n1 > kc - *n0) *n1 = kc - *n0;
+    return kc / (*n0 + *n1); // >= 1
+}
+
+// ---- What the ISA file defines after including this header ----
+
+// The A block: rows [0, mc) of a (element (r, p) at a[r*rsa + p*csa]) into consecutive
+// micro-panels [kc][MR], panel q at dst + q*MR*kc, rows past mc zero.
+static void pack_a_block(int mc, int kc, const float* a, long rsa, long csa, float* dst);
+// One B micro-panel: columns [0, nr) of b (element (p, j) at b[p*rsb + j*csb]) into
+// dst [kc][NR] (64-byte aligned), columns past nr zero.
+static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, float* restrict dst);
+// C[mr, nr] (+)= Ap[kc][MR] * Bp[kc][NR] for any mr <= MR, nr <= NR; nothing outside C is read
+// or written. overwrite = 1 stores the sum, 0 adds it to C.
+static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
+                           long ldc, int overwrite, const ukr_pf_t* pf);
+// out = silu(h0) * h1 over an mr x nr tile (row stride ld), with the same per-element formula
+// as the table's swiglu_fwd, so that fused and unfused results are bit-identical.
+static void swiglu_tile(int mr, int nr, const float* h0, const float* h1, float* out, long ld);
+
+// ---------------------------------------------------------------------------------------------
+// Columns by panels.
+// ---------------------------------------------------------------------------------------------
+
+typedef struct {
+    int m, n, k; // n: columns of C (of each of H0, H1 when fused)
+    const float* a;
+    long rsa, csa;
+    const float* b[2]; // B, or B0 and B1 when fused; unused when B is pre-packed
+    long rsb, csb;
+    const float* bpre; // pre-packed B (drv_pack_b layout), or NULL: packed on the fly
+    float* c[2];       // C, or H0 and H1 when fused
+    float* out;        // fused: silu(H0) * H1, [m, n] with row stride ldc
+    long ldc;
+    int accumulate;
+    int halves; // 1: plain; 2: fused
+    int panels; // halves * ceil(n / NR)
+    int run;    // fused: panels of B0, then of B1, per run (a multiple of ROW_GROUP)
+} gemm_args_t;
+
+// Panel q's half (0: B0/H0, 1: B1/H1) and its panel index s within that half.
+static inline int panel_half(const gemm_args_t* g, int q, int* s) {
+    if (g->halves == 1) {
+        *s = q;
+        return 0;
+    }
+    int R = g->run, half_panels = g->panels / 2, r = q / (2 * R);
+    int len = MIN(R, half_panels - r * R), w = q - r * 2 * R;
+    int h = w >= len;
+    *s = r * R + w - h * len;
+    return h;
+}
+
+static inline int panel_width(const gemm_args_t* g, int q) {
+    int s;
+    panel_half(g, q, &s);
+    return MIN(NR, g->n - s * NR);
+}
+
+// B source of panel q (row 0), and the C column block it writes (row 0).
+static inline const float* panel_src(const gemm_args_t* g, int q) {
+    int s, h = panel_half(g, q, &s);
+    return g->b[h] + (long)s * NR * g->csb;
+}
+
+static inline float* panel_dst(const gemm_args_t* g, int q) {
+    int s, h = panel_half(g, q, &s);
+    return g->c[h] + (long)s * NR;
+}
+
+// Panels a thread's column range or a B block is made of: run pairs when fused, so that the
+// H0 and H1 tiles of the same columns are computed by one thread, in one block, in order.
+static inline int panel_unit(const gemm_args_t* g) { return g->halves == 2 ? 2 * g->run : 1; }
+
+// ---------------------------------------------------------------------------------------------
+// The blocked loops over one thread's rectangle: rows [m0, m1), panels [q0, q1).
+// ---------------------------------------------------------------------------------------------
+
+// One KC x MC block of C's update: everything the loops need to know about it.
+typedef struct {
+    int mc, np, kc;    // block extent: rows, panels, depth
+    int ic, qb, pc;    // first row, first panel, first p
+    const float* abuf; // packed A block [mc/MR panels][kc][MR]
+    float* bbuf;       // packed B block [np][kc][NR]
+    int overwrite;
+    int last;            // the last KC block: the fused epilogue runs
+    pf_stream_t* next_a; // the next A block's source lines, or NULL
+} block_t;
+
+// Lines of the next A block each micro-kernel call of this block should prefetch.
+static int a_share(const block_t* blk) {
+    long calls = (long)((blk->mc + MR - 1) / MR) * blk->np;
+    return blk->next_a ? (int)((blk->next_a->left + calls - 1) / calls) : 0;
+}
+
+// B source of local panel j of the block at its first row.
+static inline const float* blk_src(const gemm_args_t* g, const block_t* blk, int j) {
+    return panel_src(g, blk->qb + j) + (long)blk->pc * g->rsb;
+}
+
+// Micro-tile (ir, j) of the block, then the fused epilogue when this is an H1 tile of the
+// last KC block: H0's tile of the same columns was stored earlier (panel j - run length).
+static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
+                        const ukr_pf_t* pf) {
+    int q = blk->qb + j, s, h = panel_half(g, q, &s);
+    int mr = MIN(MR, blk->mc - ir), nr = MIN(NR, g->n - s * NR);
+    long row = (long)(blk->ic + ir) * g->ldc, col = (long)s * NR;
+    ukr_any(mr, nr, blk->kc, blk->abuf + (long)ir * blk->kc, blk->bbuf + (long)j * NR * blk->kc,
+            g->c[h] + row + col, g->ldc, blk->overwrite, pf);
+    if (h == 1 && blk->last)
+        swiglu_tile(mr, nr, g->c[0] + row + col, g->c[1] + row + col, g->out + row + col, g->ldc);
+}
+
+// The first ic pass over a B block packs B on the way, overlapped with the arithmetic.
+// Panels are taken in groups (below). With row-major B the next group is packed a piece (a
+// range of k rows) at a time, one piece before each micro-tile of the current group, and each
+// micro-tile prefetches the source lines of the piece after that, so only a tile's worth of
+// lines is in flight: with a power-of-two row stride, a whole panel of lines (one per row)
+// would not even fit the cache sets it maps to. This is what keeps small m (few tokens per
+// expert, each weight element feeding only a few FMAs) fed from memory.
+//
+// Group widths: with row-major B a group of w panels reads its rows in runs of w * NR floats,
+// which DRAM serves at up to twice the rate of one 64-byte line per row (measured: 4.8 GB/s
+// at w = 1, 7.9 at w = 4 on the EPYC dev box; ROW_GROUP is 4 x 64 B for avx2, 2 x 128 B for
+// avx512); groups grow 1, 2, 4 so that the unhidden packing of the first one stays short, and
+// never straddle a fused half-run, so a group's panels are contiguous in the source. With
+// column-major B a panel's columns are already contiguous runs; one panel per group, packed
+// whole after the tiles of the previous panel, which prefetch it (measured faster than pieces).
+static int group_end(const gemm_args_t* g, const block_t* blk, int j0) {
+    int w = g->csb == 1 ? ROW_GROUP : 1, end = MIN(blk->np, j0 + MIN(w, j0 + 1));
+    if (g->halves == 2) { // the end of the half-run holding panel j0
+        int R = g->run, q0 = blk->qb + j0, r = q0 / (2 * R), base = r * 2 * R;
+        int len = MIN(R, g->panels / 2 - r * R);
+        int run_end = q0 < base + len ? base + len : base + 2 * len;
+        end = MIN(end, run_end - blk->qb);
+    }
+    return end;
+}
+
+// Rows per piece when a group is packed during the tiles of a group of w panels.
+static int piece_rows(int kc, int w, int tiles) {
+    int pieces = w * tiles;
+    if (pieces <= 0) return kc;
+    return ((kc + pieces - 1) / pieces + 7) / 8 * 8; // whole 8-row chunks (transposing pack)
+}
+
+// Panels [j0, j1) of a group that are full (a partial panel ends its half-run).
+static int full_end(const gemm_args_t* g, const block_t* blk, int j0, int j1) {
+    while (j0 < j1 && panel_width(g, blk->qb + j0) == NR) j0++;
+    return j0;
+}
+
+static void pack_panel(const gemm_args_t* g, const block_t* blk, int j, int r0, int rows) {
+    pack_b_panel(rows, panel_width(g, blk->qb + j), blk_src(g, blk, j) + (long)r0 * g->rsb, g->rsb,
+                 g->csb, blk->bbuf + (long)j * NR * blk->kc + (long)r0 * NR);
+}
+
+static void first_pass(const gemm_args_t* g, const block_t* blk) {
+    int mc = blk->mc, np = blk->np, kc = blk->kc;
+    int tiles = (mc + MR - 1) / MR;
+    // Row-major B is packed in pieces; other layouts a group at a time (see above).
+    int pieces = g->csb == 1;
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    int q0 = 0, q1 = group_end(g, blk, 0);
+    for (int j = q0; j < q1; j++) pack_panel(g, blk, j, 0, kc); // the first group, unhidden
+    while (q0 < np) {
+        int n0 = q1, n1 = n0 < np ? group_end(g, blk, n0) : np; // packed during this group
+        int a0 = n1, a1 = a0 < np ? group_end(g, blk, a0) : np; // prefetched at the end
+        int nf1 = full_end(g, blk, n0, n1), af1 = full_end(g, blk, a0, a1);
+        int piece = pieces ? piece_rows(kc, q1 - q0, tiles) : kc;
+        int apiece = piece_rows(kc, n1 - n0, tiles);
+        int u = 0, last_u = (q1 - q0) * tiles - 1;
+        pf_stream_t whole = pf_none; // the next group's lines, when packed whole
+        int whole_share = 0;
+        if (!pieces && nf1 > n0) {
+            whole = pf_matrix(blk_src(g, blk, n0), kc, (nf1 - n0) * NR, g->rsb, g->csb);
+            whole_share = (int)((whole.left + last_u) / (last_u + 1));
+        }
+        for (int q = q0; q < q1; q++) {
+            for (int t = 0; t < tiles; t++, u++) {
+                int r0 = MIN(kc, u * piece), r1 = MIN(kc, (u + 1) * piece);
+                pf_stream_t bs = pf_none;
+                if (pieces) {
+                    if (r1 > r0)
+                        for (int j = n0; j < nf1; j++) pack_panel(g, blk, j, r0, r1 - r0);
+                    if (u == 0 && nf1 < n1) // a partial last panel: all of it, zero-padded
+                        pack_panel(g, blk, nf1, 0, kc);
+                    // Prefetch what the next tile packs: the next piece of this next group,
+                    // or after the last tile, the first piece of the group after.
+                    if (u < last_u && r1 < kc && nf1 > n0)
+                        bs = pf_matrix(blk_src(g, blk, n0) + r1 * g->rsb, MIN(kc, r1 + piece) - r1,
+                                       (nf1 - n0) * NR, g->rsb, g->csb);
+                    else if (u == last_u && af1 > a0)
+                        bs = pf_matrix(blk_src(g, blk, a0), MIN(kc, apiece), (af1 - a0) * NR,
+                                       g->rsb, g->csb);
+                    pf.s[0] = &bs;
+                    pf.n[0] = (int)bs.left;
+                } else {
+                    pf.s[0] = &whole;
+                    pf.n[0] = whole_share;
+                }
+                tile(g, blk, t * MR, q, &pf);
+            }
+        }
+        if (!pieces) // the next group, whole, now that its lines are in cache
+            for (int j = n0; j < n1; j++) pack_panel(g, blk, j, 0, kc);
+        q0 = n0;
+        q1 = n1;
+    }
+}
+
+// A later ic pass, or a pre-packed B: B micro-panels stay in L1 across the ir loop.
+static void later_pass(const gemm_args_t* g, const block_t* blk) {
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    for (int j = 0; j < blk->np; j++)
+        for (int ir = 0; ir < blk->mc; ir += MR) tile(g, blk, ir, j, &pf);
+}
+
+// Below this depth a micro-tile is too short to hide C's memory traffic behind its FMAs
+// (the dW = X^T dH product of a small expert group has k = its token count).
+#define SHORT_KC 64
+
+// A short block (kc < SHORT_KC): the whole B block is packed first (it is small), then the
+// tiles are walked along C's rows (jr innermost), so that C is written in long sequential
+// runs that the hardware prefetcher and the DRAM pages like; the A micro-panel stays in L1
+// and the B block in L2.
+static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
+    if (pack_b)
+        for (int j = 0; j < blk->np; j++) pack_panel(g, blk, j, 0, blk->kc);
+    ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
+    for (int ir = 0; ir < blk->mc; ir += MR)
+        for (int j = 0; j < blk->np; j++) tile(g, blk, ir, j, &pf);
+}
+
+// Panels per B block: NC's worth, in whole run pairs when fused.
+static int block_panels(const gemm_args_t* g) {
+    int u = panel_unit(g);
+    return NC / NR / u * u;
+}
+
+static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, const kern_pack_t* pk) {
+    int ncp = block_panels(g);
+    for (int jc = q0; jc < q1; jc += ncp) {
+        int np = MIN(ncp, q1 - jc);
+        for (int pc = 0; pc < g->k; pc += KC) {
+            int kc = MIN(KC, g->k - pc);
+            for (int ic = m0; ic < m1; ic += MC) {
+                int mc = MIN(MC, m1 - ic);
+                // The A block after this one, in loop order, to prefetch while this one runs.
+                int nic = ic + MC, npc = pc, njc = jc;
+                if (nic >= m1) nic = m0, npc = pc + KC;
+                if (npc >= g->k) npc = 0, njc = jc + ncp;
+                pf_stream_t next_a = pf_none;
+                if (njc < q1)
+                    next_a = pf_matrix(g->a + nic * g->rsa + npc * g->csa, MIN(MC, m1 - nic),
+                                       MIN(KC, g->k - npc), g->rsa, g->csa);
+                block_t blk = {
+                    .mc = mc,
+                    .np = np,
+                    .kc = kc,
+                    .ic = ic,
+                    .qb = jc,
+                    .pc = pc,
+                    .abuf = pk->a,
+                    .bbuf = pk->b,
+                    .overwrite = pc == 0 && !g->accumulate,
+                    .last = pc + kc == g->k,
+                    .next_a = next_a.left > 0 ? &next_a : NULL,
+                };
+                // Pre-packed B: block pc is [panels][kc][NR] at pc * panels * NR floats.
+                if (g->bpre)
+                    blk.bbuf = (float*)g->bpre + (long)pc * g->panels * NR + (long)jc * kc * NR;
+                pack_a_block(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, pk->a);
+                if (kc < SHORT_KC)
+                    short_pass(g, &blk, ic == m0 && !g->bpre);
+                else if (ic == m0 && !g->bpre)
+                    first_pass(g, &blk);
+                else
+                    later_pass(g, &blk);
+            }
+        }
+    }
+}
+
+#ifdef _OPENMP
+// Splits C among up to `nthreads` threads as a grid of mt x nt rectangles on micro-tile
+// boundaries (columns: whole panel units), choosing the grid that minimises the largest
+// rectangle (load balance); on a tie the one with fewer row splits, since each thread packs
+// all of B for its columns: splitting the columns has each weight element read from memory
+// by one thread only. Threads past mt*nt idle. Any grid gives the same bits.
+static void partition(const gemm_args_t* g, int nthreads, int* mt_out, int* nt_out) {
+    int unit = panel_unit(g);
+    long tiles_m = (g->m + MR - 1) / MR, tiles_n = (g->panels + unit - 1) / unit;
+    if (g->k < SHORT_KC && tiles_m >= nthreads) {
+        // Bound by writing C: give each thread whole rows, so that each writes one
+        // contiguous region instead of all threads interleaving within every row
+        // (measured: 100 vs 70 GFLOP/s for 64 groups of dW = X^T dH, 32 tokens each, on
+        // 2 threads). Non-temporal stores of C were tried as well and were slower.
+        *mt_out = nthreads;
+        *nt_out = 1;
+        return;
+    }
+    long best_area = -1;
+    *mt_out = *nt_out = 1;
+    for (int mt = 1; mt <= nthreads && mt <= tiles_m; mt++) {
+        int nt = (int)MIN(nthreads / mt, tiles_n);
+        long rows = (tiles_m + mt - 1) / mt * MR, cols = (tiles_n + nt - 1) / nt * unit * NR;
+        if (best_area < 0 || rows * cols < best_area) {
+            best_area = rows * cols;
+            *mt_out = mt;
+            *nt_out = nt;
+        }
+    }
+}
+
+// Part `idx` of `parts` along a dimension of `len` elements in tiles of `t`: [*lo, *hi).
+static void split(int len, int t, int parts, int idx, int* lo, int* hi) {
+    int tiles = (len + t - 1) / t;
+    int base = tiles / parts, rem = tiles % parts;
+    int first = idx * base + MIN(idx, rem), count = base + (idx < rem);
+    *lo = MIN(len, first * t);
+    *hi = MIN(len, (first + count) * t);
+}
+#endif
+
+// The pack buffers of thread `tid`, checked against this file's blocking: dispatch.c sizes
+// them for the compiled-in tables, which the emulated AVX-512 table (tests only) is not one of.
+static const kern_pack_t* pack_for(int tid) {
+    const kern_pack_t* pk = kern_pack_for(tid);
+    if (!pk) {
+        fprintf(stderr,
+                "moed: kernels: no pack buffer for thread %d (kern_init(%d) too small or "
+                "not called)\n",
+                tid, kern_pack_threads());
+        abort();
+    }
+    if (pk->a_floats < (size_t)(MC + MR) * KC || pk->b_floats < (size_t)KC * (NC + NR)) {
+        fprintf(stderr, "moed: kernels: %s: pack buffers sized for a smaller blocking\n",
+                KERN_NAME);
+        abort();
+    }
+    return pk;
+}
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+#define PARALLEL_MIN_MACS (1L << 18)
+
+static void drv_run(const gemm_args_t* g) {
+    int nthreads = 1, tid0 = 0;
+#ifdef _OPENMP
+    if (omp_in_parallel()) {
+        tid0 = omp_get_thread_num(); // called from a worker: its own buffers, one thread
+    } else {
+        nthreads = MIN(omp_get_max_threads(), kern_pack_threads());
+        if ((long)g->m * g->n * g->halves * g->k < PARALLEL_MIN_MACS) nthreads = 1;
+    }
+#endif
+    if (nthreads <= 1) {
+        gemm_rect(g, 0, g->m, 0, g->panels, pack_for(tid0));
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+    {
+        // The team may be smaller than asked for; partition by what we got.
+        int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
+        int mt, nt;
+        partition(g, nt_all, &mt, &nt);
+        if (tid < mt * nt) {
+            int m0, m1, q0, q1;
+            split(g->m, MR, mt, tid / nt, &m0, &m1);
+            split(g->panels, panel_unit(g), nt, tid % nt, &q0, &q1);
+            const kern_pack_t* pk = pack_for(tid);
+            if (m0 < m1 && q0 < q1) gemm_rect(g, m0, m1, q0, q1, pk);
+        }
+    }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table's entries.
+// ---------------------------------------------------------------------------------------------
+
+static void zero_rows(int m, int n, float* c, long ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[(long)i * ldc + j] = 0.0f;
+}
+
+// The arguments common to the entries; the caller sets B, C and the rest.
+static gemm_args_t args_for(int m, int n, int k, const float* a, long rsa, long csa, long rsb,
+                            long csb, const float* bpre, int halves) {
+    gemm_args_t g = {.m = m, .n = n, .k = k, .a = a, .rsa = rsa, .csa = csa, .rsb = rsb};
+    g.csb = csb;
+    g.bpre = bpre;
+    g.halves = halves;
+    g.panels = halves * ((n + NR - 1) / NR);
+    return g;
+}
+
+static void drv_sgemm_any(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
+                          long rsb, long csb, const float* bpre, float* c, long ldc,
+                          int accumulate) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        if (!accumulate) zero_rows(m, n, c, ldc);
+        return;
+    }
+    gemm_args_t g = args_for(m, n, k, a, rsa, csa, rsb, csb, bpre, 1);
+    g.b[0] = b;
+    g.c[0] = c;
+    g.ldc = ldc;
+    g.accumulate = accumulate;
+    drv_run(&g);
+}
+
+static void drv_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
+                      long rsb, long csb, float* c, long ldc, int accumulate) {
+    drv_sgemm_any(m, n, k, a, rsa, csa, b, rsb, csb, NULL, c, ldc, accumulate);
+}
+
+static void drv_sgemm_packed(int m, int n, int k, const float* a, long rsa, long csa,
+                             const float* bp, float* c, long ldc, int accumulate) {
+    drv_sgemm_any(m, n, k, a, rsa, csa, NULL, 0, 0, bp, c, ldc, accumulate);
+}
+
+// Panels per fused run when B is packed on the fly: as long as an H0 strip of MIN(m, MC) rows
+// stays within about 128 KiB (in L2 when its H1 strip's epilogue reads it back), so that the
+// reads alternate between B0 and B1 rarely (alternating every few panels doubles the pages a
+// KC block of B spans at a time: TLB misses on the memory-bound small-m shapes); at most half
+// a B block; and among those lengths (multiples of ROW_GROUP) the longest that leaves the
+// busiest thread the fewest panels, since threads split whole run pairs. Any run gives the
+// same bits.
+static int fused_run(int m, int n) {
+    int rows = MIN(m, MC), half = (n + NR - 1) / NR, threads = 1;
+#ifdef _OPENMP
+    if (!omp_in_parallel()) threads = omp_get_max_threads();
+#endif
+    int rmax = (int)((128L << 10) / ((long)rows * NR * (long)sizeof(float)));
+    rmax = MIN(MIN(rmax, NC / NR / 2), half) / ROW_GROUP * ROW_GROUP;
+    int best = ROW_GROUP;
+    long best_load = -1;
+    for (int r = rmax; r >= ROW_GROUP; r -= ROW_GROUP) {
+        long units = (half + r - 1) / r; // thread 0 gets the most whole runs
+        long load = MIN((long)half, (units + threads - 1) / threads * r);
+        if (best_load < 0 || load < best_load) best_load = load, best = r;
+    }
+    return best;
+}
+
+static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long csa,
+                            const float* b0, const float* b1, long rsb, long csb, const float* bp,
+                            float* h0, float* h1, float* out, long ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { // H0 = H1 = 0, and out = silu(0) * 0 through the same formula
+        zero_rows(m, n, h0, ldc);
+        zero_rows(m, n, h1, ldc);
+        for (int i = 0; i < m; i += MR)
+            for (int j = 0; j < n; j += NR)
+                swiglu_tile(MIN(MR, m - i), MIN(NR, n - j), h0 + (long)i * ldc + j,
+                            h1 + (long)i * ldc + j, out + (long)i * ldc + j, ldc);
+        return;
+    }
+    gemm_args_t g = args_for(m, n, k, a, rsa, csa, rsb, csb, bp, 2);
+    g.run = bp ? ROW_GROUP : fused_run(m, n);
+    g.b[0] = b0, g.b[1] = b1;
+    g.c[0] = h0, g.c[1] = h1;
+    g.out = out;
+    g.ldc = ldc;
+    drv_run(&g);
+}
+
+// Pre-packed B: for each KC block pc (in order), each panel (in the order above) as
+// [kc][NR], zero-padded past the matrix edge: block pc starts at pc * panels * NR floats.
+static size_t drv_packed_floats(int k, int n, int halves) {
+    return (size_t)(k > 0 ? k : 0) * halves * ((n + NR - 1) / NR) * NR;
+}
+
+static void drv_pack_b(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                       float* dst) {
+    if (k <= 0 || n <= 0) return;
+    gemm_args_t g = args_for(0, n, k, NULL, 0, 0, rsb, csb, NULL, b1 ? 2 : 1);
+    g.b[0] = b0, g.b[1] = b1;
+    g.run = ROW_GROUP; // the pre-packed pair's order, which gemm_swiglu then walks
+    int nblk = (k + KC - 1) / KC;
+    // Each (block, panel) is written by one thread: a copy, so any split gives the same bits.
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((long)k * n * g.halves >= 1L << 16)
+#endif
+    for (long t = 0; t < (long)nblk * g.panels; t++) {
+        int pc = (int)(t / g.panels) * KC, q = (int)(t % g.panels);
+        int kc = MIN(KC, k - pc);
+        pack_b_panel(kc, panel_width(&g, q), panel_src(&g, q) + (long)pc * rsb, rsb, csb,
+                     dst + (long)pc * g.panels * NR + (long)q * kc * NR);
+    }
+}
+
+#endif

@@ -1,0 +1,497 @@
+#include "tests/common/kernel_checks.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "tests/common/testutil.h"
+
+void kc_set_threads(int t) {
+#ifdef _OPENMP
+    omp_set_num_threads(t);
+#else
+    (void)t;
+#endif
+}
+#define set_threads kc_set_threads
+
+static const float GUARD = -7777.0f; // C padding; any write to it is a bug
+
+kc_strided_t kc_make_operand(int rows, int cols, int trans, int pad, uint64_t seed) {
+    kc_strided_t x;
+    // Stored as [rows][cols + pad] when not transposed, as [cols][rows + pad] when it is.
+    long outer = trans ? cols : rows, inner = (trans ? rows : cols) + pad;
+    long n = outer * inner;
+    x.buf = malloc(((size_t)n + 1) * sizeof(float));
+    ck_assert_ptr_nonnull(x.buf);
+    for (long i = 0; i < n; i++) x.buf[i] = NAN;
+    x.rs = trans ? 1 : inner;
+    x.cs = trans ? inner : 1;
+    float* vals = malloc(((size_t)rows * cols + 1) * sizeof(float));
+    tu_fill_normal(vals, (long)rows * cols, seed, 1.0f);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) x.buf[i * x.rs + j * x.cs] = vals[(long)i * cols + j];
+    free(vals);
+    return x;
+}
+
+// Sizes to build shapes around: the table's blocking, or stand-ins for the unblocked ref.
+typedef struct {
+    int mr, nr, mc, kc, nc;
+} blocking_t;
+
+static blocking_t blocking(const kern_table_t* t) {
+    blocking_t b = {t->mr, t->nr, t->mc, t->kc, t->nc};
+    if (b.kc <= 0) b = (blocking_t){2, 2, 64, 64, 300};
+    return b;
+}
+
+// A buffer for pre-packed B: 64-byte aligned (aligned_alloc wants a multiple of it).
+static float* packed_alloc(size_t floats) {
+    float* p = aligned_alloc(64, (floats * sizeof(float) + 63) & ~(size_t)63);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+// sgemm_packed on B packed by pack_b (into a buffer with a NaN guard after it) gives the bits
+// `want` that sgemm wrote (from initial C c0, accumulate as given).
+static void check_packed_same(const kern_table_t* t, int m, int n, int k, const kc_strided_t* a,
+                              const kc_strided_t* b, const float* c0, const float* want, long ldc,
+                              int accumulate) {
+    size_t np = t->packed_floats(k, n, 1);
+    float* bp = packed_alloc(np + 16); // [np] + guard
+    for (size_t i = 0; i < np + 16; i++) bp[i] = NAN;
+    t->pack_b(k, n, b->buf, NULL, b->rs, b->cs, bp);
+    for (size_t i = np; i < np + 16; i++)
+        ck_assert_msg(isnan(bp[i]), "%s: pack_b overran", t->name);
+    float* c = malloc(((size_t)m * ldc + 1) * sizeof(float)); // [m][ldc]
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[i * ldc + j] = c0[(long)i * n + j];
+    t->sgemm_packed(m, n, k, a->buf, a->rs, a->cs, bp, c, ldc, accumulate);
+    for (int i = 0; i < m; i++)
+        ck_assert_msg(memcmp(c + i * ldc, want + i * ldc, (size_t)n * sizeof(float)) == 0,
+                      "%s m=%d n=%d k=%d acc=%d: pre-packed B differs from sgemm (row %d)", t->name,
+                      m, n, k, accumulate, i);
+    free(c);
+    free(bp);
+}
+
+// Runs one case and checks it: C[m, n] (+)= op(A)[m, k] op(B)[k, n] with ldc = n + cpad, one
+// guard row above and below, error against the double reference, guards untouched.
+void kc_check_case(const kern_table_t* t, int m, int n, int k, int ta, int tb, int accumulate,
+                   int cpad, uint64_t seed) {
+    kc_strided_t a = kc_make_operand(m, k, ta, 3, seed);
+    kc_strided_t b = kc_make_operand(k, n, tb, 5, seed + 1);
+    long ldc = n + cpad;
+    long rows = m + 2;                                              // guard row, m rows, guard row
+    float* cbuf = malloc(((size_t)rows * ldc + 1) * sizeof(float)); // [m + 2][ldc]
+    for (long i = 0; i < rows * ldc; i++) cbuf[i] = GUARD;
+    float* c = cbuf + ldc;
+    float* c0 = malloc(((size_t)m * n + 1) * sizeof(float)); // [m][n]: initial C
+    tu_fill_normal(c0, (long)m * n, seed + 2, 1.0f);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[i * ldc + j] = c0[(long)i * n + j];
+
+    t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, c, ldc, accumulate);
+    check_packed_same(t, m, n, k, &a, &b, c0, c, ldc, accumulate);
+
+    double* want = malloc(((size_t)m * n + 1) * sizeof(double)); // [m][n]
+    tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, want, n);
+    if (accumulate)
+        for (long i = 0; i < (long)m * n; i++) want[i] += c0[i];
+    float* got = malloc(((size_t)m * n + 1) * sizeof(float)); // [m][n]
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) got[(long)i * n + j] = c[i * ldc + j];
+    double err = tu_rel_err_fd(got, want, (long)m * n);
+    double tol = 1e-5 * sqrt((double)k + 1.0) + 1e-6;
+    ck_assert_msg(err <= tol, "%s m=%d n=%d k=%d %c%c acc=%d: rel err %.3g > %.3g", t->name, m, n,
+                  k, ta ? 'T' : 'N', tb ? 'T' : 'N', accumulate, err, tol);
+
+    long bad = -1;
+    for (long r = 0; r < rows && bad < 0; r++)
+        for (long j = 0; j < ldc; j++) {
+            int inside = r >= 1 && r <= m && j < n;
+            if (!inside && memcmp(&cbuf[r * ldc + j], &GUARD, sizeof GUARD) != 0) {
+                bad = r * ldc + j;
+                break;
+            }
+        }
+    ck_assert_msg(bad < 0, "%s m=%d n=%d k=%d %c%c acc=%d: wrote outside C (row %ld col %ld)",
+                  t->name, m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', accumulate, bad / ldc - 1,
+                  bad % ldc);
+    free(a.buf);
+    free(b.buf);
+    free(cbuf);
+    free(c0);
+    free(want);
+    free(got);
+}
+
+// All four transposition cases and both accumulate modes.
+static void check_all_cases(const kern_table_t* t, int m, int n, int k, uint64_t seed) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int acc = 0; acc < 2; acc++)
+                kc_check_case(t, m, n, k, ta, tb, acc, 3, seed + 16 * (ta * 4 + tb * 2 + acc));
+}
+
+void kc_check_shapes(const kern_table_t* t, const int (*dims)[3], int count, int clamp,
+                     uint64_t seed) {
+    for (int s = 0; s < count; s++) {
+        int m = dims[s][0], n = dims[s][1];
+        if (clamp) m = m > 0 ? m : 1, n = n > 0 ? n : 1;
+        check_all_cases(t, m, n, dims[s][2], seed + 100 * (uint64_t)s);
+    }
+}
+
+// Around the table's own register and cache blocks: MR±1, NR±1, NR/2 (one zmm), KC±1, 2KC+1,
+// MC±1, NC+1.
+void kc_check_block_edges(const kern_table_t* t) {
+    blocking_t bk = blocking(t);
+    int mr = bk.mr, nr = bk.nr, kc = bk.kc, mc = bk.mc;
+    const int dims[][3] = {
+        {mr - 1, nr - 1, 5},      {mr, nr, 7},
+        {mr + 1, nr + 1, 9},      {2 * mr + 1, 2 * nr - 1, 3},
+        {mr + 1, nr, kc - 1},     {mr - 1, nr + 1, kc},
+        {mr, nr - 1, kc + 1},     {mr, nr / 2, 2 * kc + 1},
+        {mr + 1, nr / 2 + 1, 64}, {mr, nr / 2 - 1, 63},
+        {mc + 1, nr + 3, 19},     {mc - 1, 2 * nr + 1, 33},
+        {mc + 1, nr / 2, kc + 1}, {mc, 3 * nr, 70},
+    };
+    kc_check_shapes(t, dims, (int)(sizeof dims / sizeof dims[0]), 1, 5000);
+}
+
+// A big odd shape and ones wider than NC (several jc blocks, a partial last one); larger ldc
+// padding.
+void kc_check_big_shapes(const kern_table_t* t) {
+    blocking_t bk = blocking(t);
+    check_all_cases(t, 300, 257, 2 * bk.kc + 77, 9000);
+    int wide = bk.nc + 37;
+    kc_check_case(t, 7, wide, 40, 0, 0, 1, 64, 9100);
+    kc_check_case(t, 13, wide, 70, 1, 1, 0, 1, 9200);
+    kc_check_case(t, 5, 2 * bk.nc + 1, 17, 0, 1, 1, 5, 9300);
+}
+
+// k = 0: accumulate = 0 zeroes C, accumulate = 1 leaves it as it was; nothing else touched.
+void kc_check_k_zero(const kern_table_t* t) {
+    const int m = 13, n = 33;
+    const long ldc = 40;
+    float c[(m + 2) * ldc]; // [m + 2][ldc] with guard rows
+    float a[1] = {NAN}, b[1] = {NAN};
+    for (int acc = 0; acc < 2; acc++) {
+        for (long i = 0; i < (m + 2) * ldc; i++) c[i] = GUARD;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) c[(i + 1) * ldc + j] = (float)(i * n + j);
+        t->sgemm(m, n, 0, a, 1, 1, b, 1, 1, c + ldc, ldc, acc);
+        for (long r = 0; r < m + 2; r++)
+            for (long j = 0; j < ldc; j++) {
+                int inside = r >= 1 && r <= m && j < n;
+                float want = !inside ? GUARD : acc ? (float)((r - 1) * n + j) : 0.0f;
+                ck_assert_msg(c[r * ldc + j] == want, "%s acc=%d C[%ld][%ld] = %g, want %g",
+                              t->name, acc, r - 1, j, c[r * ldc + j], want);
+            }
+    }
+}
+
+// Neither stride 1 (a strided view, e.g. every other column): the generic packing paths.
+void kc_check_general_strides(const kern_table_t* t) {
+    static const int dims[][3] = {{7, 19, 5}, {40, 70, 300}, {13, 33, 65}, {25, 64, 200}};
+    for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
+        int m = dims[s][0], n = dims[s][1], k = dims[s][2];
+        long rsa = 2L * k + 1, csa = 2, rsb = 3, csb = 3L * k + 2; // A rows, B columns apart
+        float* a = malloc(((size_t)m * rsa + 1) * sizeof(float));  // [m][2k+1], odd cols used
+        float* b = malloc(((size_t)n * csb + 1) * sizeof(float));  // [n][3k+2], every 3rd
+        tu_fill_normal(a, (long)m * rsa, 60 + s, 1.0f);
+        tu_fill_normal(b, (long)n * csb, 70 + s, 1.0f);
+        float* c = malloc((size_t)m * n * sizeof(float));      // [m][n]
+        double* want = malloc((size_t)m * n * sizeof(double)); // [m][n]
+        t->sgemm(m, n, k, a, rsa, csa, b, rsb, csb, c, n, 0);
+        tu_dgemm(m, n, k, a, rsa, csa, b, rsb, csb, want, n);
+        double err = tu_rel_err_fd(c, want, (long)m * n);
+        ck_assert_msg(err <= 1e-5 * sqrt((double)k + 1.0) + 1e-6,
+                      "%s m=%d n=%d k=%d strided: rel err %.3g", t->name, m, n, k, err);
+        free(a);
+        free(b);
+        free(c);
+        free(want);
+    }
+}
+
+// Bit-identical results for 1, 2 and 3 threads, odd shapes, all cases, both modes; the short-k
+// shapes take the whole-rows partition.
+void kc_check_thread_invariance(const kern_table_t* t) {
+    static const int dims[][3] = {
+        {257, 131, 300}, {33, 517, 65}, {150, 70, 1000}, {7, 1100, 9}, {130, 90, 40}};
+    for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
+        int m = dims[s][0], n = dims[s][1], k = dims[s][2];
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                kc_strided_t a = kc_make_operand(m, k, ta, 1, 700 + s);
+                kc_strided_t b = kc_make_operand(k, n, tb, 2, 800 + s);
+                size_t cn = (size_t)m * n;
+                float* c0 = malloc(cn * sizeof(float)); // [m][n]
+                float* c[3];                            // [m][n] for 1, 2, 3 threads
+                tu_fill_normal(c0, (long)cn, 900 + s, 1.0f);
+                for (int acc = 0; acc < 2; acc++) {
+                    for (int th = 1; th <= 3; th++) {
+                        c[th - 1] = malloc(cn * sizeof(float));
+                        memcpy(c[th - 1], c0, cn * sizeof(float));
+                        set_threads(th);
+                        t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, c[th - 1], n, acc);
+                    }
+                    set_threads(1);
+                    for (int th = 2; th <= 3; th++)
+                        ck_assert_msg(memcmp(c[0], c[th - 1], cn * sizeof(float)) == 0,
+                                      "%s m=%d n=%d k=%d %c%c acc=%d: %d threads differ from 1",
+                                      t->name, m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', acc, th);
+                    for (int th = 0; th < 3; th++) free(c[th]);
+                }
+                free(c0);
+                free(a.buf);
+                free(b.buf);
+            }
+    }
+}
+
+// A sub-problem (a block of rows and columns of A·B, at an offset that is not a multiple of
+// any block size) has the same bits as the same elements of the whole product: the result of
+// an element does not depend on which micro-tile (full, partial rows, partial columns through
+// the temporary tile) or thread rectangle it falls in.
+void kc_check_position_invariance(const kern_table_t* t) {
+    const int m = 61, n = 83, k = 2 * blocking(t).kc + 40; // a short last KC block too
+    for (int tb = 0; tb < 2; tb++) {
+        kc_strided_t a = kc_make_operand(m, k, 0, 0, 31);
+        kc_strided_t b = kc_make_operand(k, n, tb, 0, 32);
+        float* full = malloc((size_t)m * n * sizeof(float)); // [m][n]
+        set_threads(2);
+        t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, full, n, 0);
+        static const int subs[][4] = {{1, 3, 17, 29},  {5, 7, 50, 1},    {0, 0, 61, 83},
+                                      {13, 40, 9, 43}, {11, 17, 25, 33}, {2, 51, 12, 32}};
+        for (size_t s = 0; s < sizeof subs / sizeof subs[0]; s++) {
+            int i0 = subs[s][0], j0 = subs[s][1], sm = subs[s][2], sn = subs[s][3];
+            float* part = malloc((size_t)sm * sn * sizeof(float)); // [sm][sn]
+            set_threads(1 + (int)(s % 2));
+            t->sgemm(sm, sn, k, a.buf + i0 * a.rs, a.rs, a.cs, b.buf + j0 * b.cs, b.rs, b.cs, part,
+                     sn, 0);
+            for (int i = 0; i < sm; i++)
+                ck_assert_msg(memcmp(part + (long)i * sn, full + (long)(i0 + i) * n + j0,
+                                     (size_t)sn * sizeof(float)) == 0,
+                              "%s tb=%d: sub-block at (%d, %d) row %d differs from the full "
+                              "product",
+                              t->name, tb, i0, j0, i);
+            free(part);
+        }
+        set_threads(1);
+        free(full);
+        free(a.buf);
+        free(b.buf);
+    }
+}
+
+// Called from inside a parallel region, each caller runs single-threaded on its own pack
+// buffers and gets the same bits as a plain call.
+void kc_check_inside_parallel_region(const kern_table_t* t) {
+    const int m = 45, n = 70, k = 300, calls = 4;
+    kc_strided_t a = kc_make_operand(m, k, 0, 0, 41);
+    kc_strided_t b = kc_make_operand(k, n, 0, 0, 42);
+    float* want = malloc((size_t)m * n * sizeof(float));        // [m][n]
+    float* got = malloc((size_t)calls * m * n * sizeof(float)); // [calls][m][n]
+    set_threads(1);
+    t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, want, n, 0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(2) schedule(static)
+#endif
+    for (int c = 0; c < calls; c++)
+        t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, got + (long)c * m * n, n, 0);
+    for (int c = 0; c < calls; c++)
+        ck_assert_msg(memcmp(want, got + (long)c * m * n, (size_t)m * n * sizeof(float)) == 0,
+                      "%s: call %d inside a parallel region differs", t->name, c);
+    free(want);
+    free(got);
+    free(a.buf);
+    free(b.buf);
+}
+
+// ---- SwiGLU ----
+
+#define SN 1037 // not a multiple of 16: the zero-padded tail runs too
+
+static void swiglu_inputs(float* h0, float* h1, float* da) {
+    tu_fill_normal(h0, SN, 1, 3.0f);
+    tu_fill_normal(h1, SN, 2, 1.0f);
+    tu_fill_normal(da, SN, 3, 1.0f);
+    // saturation on both sides, and zero; the last ones land in the tail
+    const float edge[] = {-100.0f, -88.0f, -30.0f, -1e-3f, 0.0f, 1e-3f, 30.0f, 88.0f, 100.0f};
+    for (int i = 0; i < 9; i++) h0[i * 97] = edge[i];
+    h0[SN - 1] = -100.0f;
+    h0[SN - 2] = 100.0f;
+}
+
+// Relative error of one value against its double reference, scaled by |want| + |scale|
+// so values near zero are judged against the tensor's typical size.
+static double err(double got, double want, double scale) {
+    return fabs(got - want) / (fabs(want) + scale);
+}
+
+void kc_check_swiglu_formula(const kern_table_t* t) {
+    static float h0[SN], h1[SN], da[SN], a[SN], dh0[SN], dh1[SN];
+    swiglu_inputs(h0, h1, da);
+    t->swiglu_fwd(SN, h0, h1, a);
+    t->swiglu_bwd(SN, h0, h1, da, dh0, dh1);
+    double worst = 0;
+    for (int i = 0; i < SN; i++) {
+        double x = h0[i], s = 1.0 / (1.0 + exp(-x));
+        double wa = x * s * h1[i];
+        double wd0 = da[i] * h1[i] * s * (1.0 + x * (1.0 - s));
+        double wd1 = da[i] * x * s;
+        double e = fmax(err(a[i], wa, 1e-3), fmax(err(dh0[i], wd0, 1e-3), err(dh1[i], wd1, 1e-3)));
+        ck_assert_msg(e < 2e-6, "%s: element %d (h0 = %g): error %g", t->name, i, x, e);
+        if (e > worst) worst = e;
+    }
+    printf("swiglu %s: worst relative error %.2e\n", t->name, worst);
+}
+
+// An element's result is a function of its inputs only, not of its position (vector body or
+// tail) or of the length of the call; nothing past n is written.
+void kc_check_swiglu_position(const kern_table_t* t) {
+    static float h0[SN], h1[SN], da[SN], a[SN], dh0[SN], dh1[SN];
+    swiglu_inputs(h0, h1, da);
+    t->swiglu_fwd(SN, h0, h1, a);
+    t->swiglu_bwd(SN, h0, h1, da, dh0, dh1);
+    static const int offs[][2] = {{0, 1}, {3, 5}, {17, 16}, {100, 31}, {SN - 7, 7}, {0, 0}};
+    for (size_t s = 0; s < sizeof offs / sizeof offs[0]; s++) {
+        int i0 = offs[s][0], n = offs[s][1];
+        float pa[40], p0[40], p1[40]; // n results, then guards
+        for (int i = 0; i < 40; i++) pa[i] = p0[i] = p1[i] = GUARD;
+        t->swiglu_fwd(n, h0 + i0, h1 + i0, pa);
+        t->swiglu_bwd(n, h0 + i0, h1 + i0, da + i0, p0, p1);
+        for (int i = 0; i < 40; i++) {
+            int in = i < n;
+            ck_assert_msg(memcmp(&pa[i], in ? &a[i0 + i] : &GUARD, sizeof(float)) == 0 &&
+                              memcmp(&p0[i], in ? &dh0[i0 + i] : &GUARD, sizeof(float)) == 0 &&
+                              memcmp(&p1[i], in ? &dh1[i0 + i] : &GUARD, sizeof(float)) == 0,
+                          "%s: swiglu of [%d, %d) element %d differs from the full call", t->name,
+                          i0, i0 + n, i);
+        }
+    }
+}
+
+// ---- gemm_swiglu ----
+
+// Rows [0, m) x cols [0, n) of x (row stride ld) equal want [m][n] bit for bit, and every
+// other cell of x's [m + 2][ld] buffer (guard row above, padding, guard row below) is GUARD.
+static void expect_rows(const kern_table_t* t, const char* what, const float* xbuf, long ld,
+                        const float* want, int m, int n, const char* how) {
+    for (long r = 0; r < m + 2; r++)
+        for (long j = 0; j < ld; j++) {
+            int inside = r >= 1 && r <= m && j < n;
+            const float* w = inside ? &want[(r - 1) * n + j] : &GUARD;
+            ck_assert_msg(memcmp(&xbuf[r * ld + j], w, sizeof(float)) == 0,
+                          "%s %s m=%d n=%d (%s): element (%ld, %ld) = %g, want %g", t->name, what,
+                          m, n, how, r - 1, j, xbuf[r * ld + j], *w);
+        }
+}
+
+// One fused case: h0 = op(A)·op(B0), h1 = op(A)·op(B1), out = silu(h0) * h1 with ldc = n + 3.
+// The reference is the unfused path (two sgemm calls, then swiglu_fwd), itself checked
+// against double here; the fused results must equal it bit for bit with B packed on the fly
+// and pre-packed, on 1, 2 and 3 threads, and touch nothing outside [m, n].
+static void check_fused_case(const kern_table_t* t, int m, int n, int k, int ta, int tb,
+                             uint64_t seed) {
+    kc_strided_t a = kc_make_operand(m, k, ta, 3, seed);
+    kc_strided_t b0 = kc_make_operand(k, n, tb, 5, seed + 1);
+    kc_strided_t b1 = kc_make_operand(k, n, tb, 5, seed + 2);
+    size_t mn = (size_t)m * n + 1;
+    float* r[3]; // [m][n] each: h0, h1, out of the unfused path
+    for (int q = 0; q < 3; q++) r[q] = malloc(mn * sizeof(float));
+    t->sgemm(m, n, k, a.buf, a.rs, a.cs, b0.buf, b0.rs, b0.cs, r[0], n, 0);
+    t->sgemm(m, n, k, a.buf, a.rs, a.cs, b1.buf, b1.rs, b1.cs, r[1], n, 0);
+    t->swiglu_fwd((long)m * n, r[0], r[1], r[2]);
+
+    // the unfused path against double: h0, h1 by the GEMM tolerance, out by the formula
+    double* w[2]; // [m][n] each
+    for (int q = 0; q < 2; q++) w[q] = malloc(mn * sizeof(double));
+    tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b0.buf, b0.rs, b0.cs, w[0], n);
+    tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b1.buf, b1.rs, b1.cs, w[1], n);
+    double tol = 1e-5 * sqrt((double)k + 1.0) + 1e-6;
+    for (int q = 0; q < 2; q++) {
+        double e = tu_rel_err_fd(r[q], w[q], (long)m * n);
+        ck_assert_msg(e <= tol, "%s fused m=%d n=%d k=%d: h%d rel err %.3g", t->name, m, n, k, q,
+                      e);
+    }
+    for (long i = 0; i < (long)m * n; i++) {
+        double x = r[0][i], want = x / (1.0 + exp(-x)) * r[1][i];
+        ck_assert_msg(fabs(r[2][i] - want) <= 4e-6 * (fabs(want) + 1e-3),
+                      "%s fused m=%d n=%d k=%d: out[%ld] = %g, want %g", t->name, m, n, k, i,
+                      r[2][i], want);
+    }
+
+    size_t np = t->packed_floats(k, n, 2);
+    float* bp = packed_alloc(np + 16); // [np] + NaN guard
+    for (size_t i = 0; i < np + 16; i++) bp[i] = NAN;
+    t->pack_b(k, n, b0.buf, b1.buf, b0.rs, b0.cs, bp);
+    for (size_t i = np; i < np + 16; i++)
+        ck_assert_msg(isnan(bp[i]), "%s: pack_b overran", t->name);
+
+    long ldc = n + 3;
+    size_t cells = (size_t)(m + 2) * ldc + 1;
+    float* buf[3]; // [m + 2][ldc] each: h0, h1, out with guard rows
+    for (int q = 0; q < 3; q++) buf[q] = malloc(cells * sizeof(float));
+    for (int packed = 0; packed < 2; packed++)
+        for (int th = 1; th <= 3; th++) {
+            for (int q = 0; q < 3; q++)
+                for (size_t i = 0; i < cells; i++) buf[q][i] = GUARD;
+            set_threads(th);
+            t->gemm_swiglu(m, n, k, a.buf, a.rs, a.cs, b0.buf, b1.buf, b0.rs, b0.cs,
+                           packed ? bp : NULL, buf[0] + ldc, buf[1] + ldc, buf[2] + ldc, ldc);
+            set_threads(1);
+            char how[64];
+            snprintf(how, sizeof how, "k=%d %c%c %s, %d threads", k, ta ? 'T' : 'N', tb ? 'T' : 'N',
+                     packed ? "pre-packed" : "packed on the fly", th);
+            expect_rows(t, "h0", buf[0], ldc, r[0], m, n, how);
+            expect_rows(t, "h1", buf[1], ldc, r[1], m, n, how);
+            expect_rows(t, "out", buf[2], ldc, r[2], m, n, how);
+        }
+    for (int q = 0; q < 3; q++) free(buf[q]), free(r[q]);
+    for (int q = 0; q < 2; q++) free(w[q]);
+    free(bp);
+    free(a.buf);
+    free(b0.buf);
+    free(b1.buf);
+}
+
+void kc_check_gemm_swiglu(const kern_table_t* t) {
+    blocking_t bk = blocking(t);
+    int mr = bk.mr, nr = bk.nr, kc = bk.kc, mc = bk.mc;
+    // zeros and ones; tails of 8 and 16 lanes; around MR, NR, KC, MC; short k (< 64: the
+    // row-walking pass) and long; odd panel counts (a short last run pair); wider than NC.
+    const int dims[][3] = {
+        {0, 5, 7},
+        {5, 0, 7},
+        {5, 7, 0},
+        {1, 1, 1},
+        {1, 17, 5},
+        {2, 300, 9},
+        {mr, nr, kc},
+        {mr + 1, nr - 1, kc + 1},
+        {mr - 1, 3 * nr + 5, 70},
+        {3 * mr + 5, 5 * nr + 7, 2 * kc + 3},
+        {mc + 1, 2 * nr + 3, 65},
+        {33, 9 * nr + 5, 30},
+        {32, 11 * nr, 100},
+    };
+    for (size_t s = 0; s < sizeof dims / sizeof dims[0]; s++) {
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                check_fused_case(t, dims[s][0], dims[s][1], dims[s][2], ta, tb,
+                                 20000 + 100 * s + 10 * ta + tb);
+    }
+    check_fused_case(t, 5, bk.nc + 37, 40, 0, 0, 21000); // several B blocks
+    check_fused_case(t, 7, 2 * bk.nc + 3 * nr + 1, 70, 0, 1, 21100);
+}
