@@ -56,8 +56,7 @@ int comm_init(comm_ctx_t* ctx, MPI_Comm comm, int n_experts, long max_rows, int 
         ctx->row_scratch = alloc_array(max_rows * max_width, sizeof(float));
         ctx->tree_scratch = alloc_array(comm_tree_scratch_len(max_tree, P), sizeof(double));
         ctx->int_scratch = alloc_array(4L * P * El + 8L * P, sizeof(int));
-        if (!ctx->row_scratch || !ctx->tree_scratch || !ctx->int_scratch)
-            status = MPI_ERR_NO_MEM;
+        if (!ctx->row_scratch || !ctx->tree_scratch || !ctx->int_scratch) status = MPI_ERR_NO_MEM;
     }
 
     int agreed;

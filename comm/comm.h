@@ -22,9 +22,9 @@ typedef struct {
     int rank, nranks;
     int n_experts, experts_per_rank; // E, El = E / P
     // Scratch allocated once by comm_init, sized for the largest exchange.
-    long max_rows;  // rows on either side of any exchange
-    int max_width;  // floats per row
-    long max_tree;  // largest nleaf_local * n passed to a tree sum
+    long max_rows;        // rows on either side of any exchange
+    int max_width;        // floats per row
+    long max_tree;        // largest nleaf_local * n passed to a tree sum
     float* row_scratch;   // [max_rows, max_width]
     double* tree_scratch; // tree reduction work space
     int* int_scratch;     // [4 * P * El + 8 * P]
@@ -70,8 +70,8 @@ int comm_dispatch(comm_ctx_t* ctx, const comm_route_t* route, const float* send,
                   int width);
 // Expert side -> token side, the inverse of comm_dispatch: rows [n_recv, width] in
 // (local expert, source, token) order travel back to [n_send, width] in send order.
-int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert_rows,
-                 float* back, int width);
+int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert_rows, float* back,
+                 int width);
 
 // Deterministic sum over G = nleaf_local * P leaves (leaf j of rank r is global leaf
 // r*nleaf_local + j). leaves: [nleaf_local, n] on each rank; out: [n], identical on every

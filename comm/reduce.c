@@ -92,15 +92,17 @@ static int finish_tree(double* rows, long len, int P, int nl) {
 }
 
 // One of leaves_f / leaves_d is set; so is one of out_f / out_d.
-static int tree_sum(comm_ctx_t* ctx, const float* leaves_f, const double* leaves_d, int nl,
-                    long n, float* out_f, double* out_d) {
+static int tree_sum(comm_ctx_t* ctx, const float* leaves_f, const double* leaves_d, int nl, long n,
+                    float* out_f, double* out_d) {
     int P = ctx->nranks, r = ctx->rank;
     if (nl < 0 || n < 0 || n > ctx->max_tree || (long)nl * n > ctx->max_tree) return MPI_ERR_ARG;
     if (n == 0) return MPI_SUCCESS;
     if (nl == 0) { // no leaves anywhere: the empty sum (same outcome on every rank)
         for (long i = 0; i < n; i++) {
-            if (out_d) out_d[i] = 0.0;
-            else out_f[i] = 0.0f;
+            if (out_d)
+                out_d[i] = 0.0;
+            else
+                out_f[i] = 0.0f;
         }
         return MPI_SUCCESS;
     }
@@ -129,7 +131,8 @@ static int tree_sum(comm_ctx_t* ctx, const float* leaves_f, const double* leaves
         // Transpose by destination and widen to double (exact for float leaves).
         for (int j = 0; j < nl; j++) {
             double* dst = blk + j * len;
-            if (leaves_d) memcpy(dst, leaves_d + (long)j * n + s0, (size_t)len * sizeof(double));
+            if (leaves_d)
+                memcpy(dst, leaves_d + (long)j * n + s0, (size_t)len * sizeof(double));
             else
                 for (long i = 0; i < len; i++) dst[i] = (double)leaves_f[(long)j * n + s0 + i];
         }
@@ -170,8 +173,8 @@ static int tree_sum(comm_ctx_t* ctx, const float* leaves_f, const double* leaves
         rdispls[q] = (int)s0;
     }
     if (out_d)
-        return MPI_Allgatherv(recv, (int)mylen, MPI_DOUBLE, out_d, recvcounts, rdispls,
-                              MPI_DOUBLE, ctx->comm);
+        return MPI_Allgatherv(recv, (int)mylen, MPI_DOUBLE, out_d, recvcounts, rdispls, MPI_DOUBLE,
+                              ctx->comm);
     // Float result: gather the double sums into work ([n] <= max_tree) and round once.
     rc = MPI_Allgatherv(recv, (int)mylen, MPI_DOUBLE, work, recvcounts, rdispls, MPI_DOUBLE,
                         ctx->comm);

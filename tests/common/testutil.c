@@ -58,8 +58,10 @@ int tu_train_new(train_t* tr, arena_t* a, const cfg_t* c, MPI_Comm comm) {
     int rank, nranks;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &nranks);
-    static const int isa_map[] = {[CFG_ISA_AUTO] = -1, [CFG_ISA_REF] = KERN_REF,
-                                  [CFG_ISA_AVX2] = KERN_AVX2, [CFG_ISA_AVX512] = KERN_AVX512};
+    static const int isa_map[] = {[CFG_ISA_AUTO] = -1,
+                                  [CFG_ISA_REF] = KERN_REF,
+                                  [CFG_ISA_AVX2] = KERN_AVX2,
+                                  [CFG_ISA_AVX512] = KERN_AVX512};
     if (kern_select(isa_map[c->compute.isa]) != 0 || kern_init(c->compute.threads) != 0) {
         fprintf(stderr, "tu_train_new: ISA or kernel set-up failed\n");
         return -1;

@@ -14,7 +14,6 @@ double tu_rel_err_fd(const float* got, const double* want, long n);
 double tu_rel_err_ff(const float* got, const float* want, long n);
 double tu_rel_err_dd(const double* got, const double* want, long n);
 
-
 #include "config/config.h"
 #include "daemon/arena.h"
 #include "daemon/train.h"

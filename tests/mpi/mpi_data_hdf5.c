@@ -14,6 +14,7 @@
 
 #include "config/status.h"
 #include "daemon/data_hdf5.h"
+#include "tests/common/mpi_check.h"
 
 static int g_rank;
 static int g_checks;
@@ -21,13 +22,7 @@ static int g_checks;
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
         g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "rank %d: %s:%d: CHECK(%s) failed: ", g_rank, __FILE__, __LINE__,      \
-                    #cond);                                                                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
+        TU_MPI_CHECK(g_rank, cond, __VA_ARGS__);                                                   \
     } while (0)
 
 enum { D = 5, T = 8 }; // T divisible by 1, 2, 4

@@ -14,20 +14,12 @@
 
 #include "comm/comm.h"
 #include "compute/rng.h"
+#include "tests/common/mpi_check.h"
 #include "tests/common/testutil.h"
 
 static int g_rank;
 
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "rank %d: %s:%d: CHECK(%s) failed: ", g_rank, __FILE__,        \
-                    __LINE__, #cond);                                                      \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                  \
-        }                                                                                  \
-    } while (0)
+#define CHECK(cond, ...) TU_MPI_CHECK(g_rank, cond, __VA_ARGS__)
 
 enum { T = 64, E = 8, K = 2, MAX_WIDTH = 33 };
 static const uint64_t SEED = 0xd15a7c;
@@ -41,8 +33,8 @@ enum {
     N_ROUTES
 };
 
-static const char* route_name[N_ROUTES] = {"uniform", "one-expert", "silent-rank",
-                                           "single-token", "drops"};
+static const char* route_name[N_ROUTES] = {"uniform", "one-expert", "silent-rank", "single-token",
+                                           "drops"};
 
 // route: [T, K] global expert of each (token, slot), -1 when dropped; identical on all ranks.
 static void make_routing(int kase, int* route) {
@@ -51,9 +43,7 @@ static void make_routing(int kase, int* route) {
         double u1 = rng_uniform(SEED, 0x5100 + kase, (uint32_t)t, 1);
         int e0 = (int)(u0 * E), e1 = (e0 + 1 + (int)(u1 * (E - 1))) % E;
         switch (kase) {
-        case ROUTE_ONE_EXPERT:
-            e0 = 3, e1 = -1;
-            break;
+        case ROUTE_ONE_EXPERT: e0 = 3, e1 = -1; break;
         case ROUTE_SILENT_RANK:
             if (t < T / 4) e0 = e1 = -1;
             break;
@@ -81,16 +71,15 @@ static void make_row(int t, int slot, int width, float* row) {
 }
 
 // Runs one routing case at one width through exchange, dispatch and combine.
-static void check_case(comm_ctx_t* ctx, comm_route_t* rt, const int* route, int kase,
-                       int width) {
+static void check_case(comm_ctx_t* ctx, comm_route_t* rt, const int* route, int kase, int width) {
     int P = ctx->nranks, r = ctx->rank, El = ctx->experts_per_rank;
     int t0 = r * (T / P), t1 = (r + 1) * (T / P); // my global tokens [t0, t1)
     const char* name = route_name[kase];
 
-    float* send = malloc(sizeof(float) * T * K * width);      // [n_send, width]
-    float* recv = malloc(sizeof(float) * T * K * width);      // [n_recv, width]
-    float* back = malloc(sizeof(float) * T * K * width);      // [n_send, width]
-    float* want = malloc(sizeof(float) * width);              // [width]
+    float* send = malloc(sizeof(float) * T * K * width); // [n_send, width]
+    float* recv = malloc(sizeof(float) * T * K * width); // [n_recv, width]
+    float* back = malloc(sizeof(float) * T * K * width); // [n_send, width]
+    float* want = malloc(sizeof(float) * width);         // [width]
     CHECK(send && recv && back && want, "out of memory");
 
     // Token side: rows sorted by (global expert, token), as the permute stage produces them.
@@ -129,8 +118,8 @@ static void check_case(comm_ctx_t* ctx, comm_route_t* rt, const int* route, int 
                       width, e, rt->n_recv);
                 const float* got = recv + row * width;
                 CHECK(got[0] == (float)t && got[1] == (float)s,
-                      "%s w=%d: expert %d row %ld is token %g slot %g, want token %d slot %d",
-                      name, width, e, row - start, (double)got[0], (double)got[1], t, s);
+                      "%s w=%d: expert %d row %ld is token %g slot %g, want token %d slot %d", name,
+                      width, e, row - start, (double)got[0], (double)got[1], t, s);
                 make_row(t, s, width, want);
                 CHECK(memcmp(got, want, sizeof(float) * width) == 0,
                       "%s w=%d: expert %d token %d slot %d: values differ", name, width, e, t, s);

@@ -15,20 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/common/mpi_check.h"
 #include "tests/common/testutil.h"
 
 static int g_rank;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "rank %d: %s:%d: CHECK(%s) failed: ", g_rank, __FILE__, __LINE__,      \
-                    #cond);                                                                        \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                          \
-        }                                                                                          \
-    } while (0)
+#define CHECK(cond, ...) TU_MPI_CHECK(g_rank, cond, __VA_ARGS__)
 
 enum { T = 264, STEPS = 3 };
 

@@ -13,20 +13,12 @@
 
 #include "comm/comm.h"
 #include "compute/rng.h"
+#include "tests/common/mpi_check.h"
 #include "tests/common/testutil.h"
 
 static int g_rank;
 
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "rank %d: %s:%d: CHECK(%s) failed: ", g_rank, __FILE__,        \
-                    __LINE__, #cond);                                                      \
-            fprintf(stderr, __VA_ARGS__);                                                  \
-            fprintf(stderr, "\n");                                                         \
-            MPI_Abort(MPI_COMM_WORLD, 1);                                                  \
-        }                                                                                  \
-    } while (0)
+#define CHECK(cond, ...) TU_MPI_CHECK(g_rank, cond, __VA_ARGS__)
 
 // Value of global leaf g, element i: a P-independent function of (g, i). Element i % 13 == 5
 // is -0.0 on every leaf (the sum must stay -0.0: -0 + -0 = -0, while +0 would appear if the
@@ -58,13 +50,13 @@ static void check_case(comm_ctx_t* ctx, long G, long n) {
     int nl = (int)(G / P);
     CHECK(nl * (long)P == G, "G=%ld not divisible by P=%d", G, P);
 
-    double* ld = malloc(sizeof(double) * (size_t)(nl * n + 1));   // [nl, n] my leaves
-    float* lf = malloc(sizeof(float) * (size_t)(nl * n + 1));     // [nl, n] my leaves
-    double* all = malloc(sizeof(double) * (size_t)(G * n + 1));   // [G, n] every leaf
-    double* ref_d = malloc(sizeof(double) * (size_t)n);            // [n]
-    float* ref_f = malloc(sizeof(float) * (size_t)n);              // [n]
-    double* out_d = malloc(sizeof(double) * (size_t)n);            // [n]
-    float* out_f = malloc(sizeof(float) * (size_t)n);              // [n]
+    double* ld = malloc(sizeof(double) * (size_t)(nl * n + 1)); // [nl, n] my leaves
+    float* lf = malloc(sizeof(float) * (size_t)(nl * n + 1));   // [nl, n] my leaves
+    double* all = malloc(sizeof(double) * (size_t)(G * n + 1)); // [G, n] every leaf
+    double* ref_d = malloc(sizeof(double) * (size_t)n);         // [n]
+    float* ref_f = malloc(sizeof(float) * (size_t)n);           // [n]
+    double* out_d = malloc(sizeof(double) * (size_t)n);         // [n]
+    float* out_f = malloc(sizeof(float) * (size_t)n);           // [n]
     CHECK(ld && lf && all && ref_d && ref_f && out_d && out_f, "out of memory");
 
     for (int j = 0; j < nl; j++)
@@ -107,8 +99,8 @@ static void check_case(comm_ctx_t* ctx, long G, long n) {
     rc = comm_tree_sum_f(ctx, lf, nl, n, out_f);
     CHECK(rc == MPI_SUCCESS, "comm_tree_sum_f rc=%d (G=%ld n=%ld)", rc, G, n);
     for (long i = 0; i < n; i++)
-        CHECK(same_bits_f(out_f[i], ref_f[i]), "float G=%ld n=%ld elem %ld: got %.9g want %.9g",
-              G, n, i, (double)out_f[i], (double)ref_f[i]);
+        CHECK(same_bits_f(out_f[i], ref_f[i]), "float G=%ld n=%ld elem %ld: got %.9g want %.9g", G,
+              n, i, (double)out_f[i], (double)ref_f[i]);
 
     free(ld), free(lf), free(all), free(ref_d), free(ref_f), free(out_d), free(out_f);
 }
