@@ -1,5 +1,7 @@
-// One MoE layer as a pipeline of stages: norm -> route -> dispatch -> gmm_up -> gmm_down
-// -> combine -> unpermute (+ residual), and the same stages in reverse for backward.
+// One MoE layer as a pipeline of stages: norm -> route (with capacity) -> dispatch -> gmm_up
+// -> gmm_down -> combine -> unpermute -> + shared experts (+ residual), and the same stages in
+// reverse for backward. Dispatchers other than alltoallv replace dispatch .. unpermute
+// (daemon/layer_alt.h); everything around it is common to all of them.
 #include <string.h>
 
 #include "compute/capacity.h"
