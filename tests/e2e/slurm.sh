@@ -130,7 +130,9 @@ wait_gone() { # wait_gone JOB SECONDS: until the job has left the queue for good
   return 1
 }
 
-J2_STEPS=200
+# Long enough that the notice, sent once 5 steps are logged, lands mid-run even on an idle
+# machine (about 1 ms a step there; 200 steps used to finish before the signal arrived).
+J2_STEPS=3000
 J1=$(submit j1 -- -- --set train.steps=300)
 J2=$(submit j2 -- --time=2 --signal=B:USR1@60 --requeue -- --set train.steps=$J2_STEPS)
 J3=$(submit j3 MOED_LAUNCHER=mpiexec -- -- --set train.steps=50)
