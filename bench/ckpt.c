@@ -170,7 +170,9 @@ static int make_config(cfg_t* c, double gib, int nranks) {
             return MOED_ERR_CONFIG;
         }
     }
-    if (cfg_validate(c, nranks, err, sizeof err)) {
+    // I/O only: no pre-packed copies, which would add a repack to every load (and need kernels)
+    if (cfg_set(c, "compute.prepack=off", err, sizeof err) ||
+        cfg_validate(c, nranks, err, sizeof err)) {
         fprintf(stderr, "moed-bench ckpt: %s\n", err);
         return MOED_ERR_CONFIG;
     }

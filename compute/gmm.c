@@ -9,7 +9,8 @@ void gmm_up_forward(const gmm_shape_t* s, const float* x, const float* w0, const
         long r0 = s->offs[g], n = s->offs[g + 1] - r0;
         if (n == 0) continue;
         long wo = (long)g * d * f;
-        kern->gemm_swiglu(n, f, d, x + r0 * d, d, 1, w0 + wo, w1 + wo, f, 1, NULL, h0 + r0 * f,
+        const float* bp = s->packed ? s->packed->up + g * s->packed->up_n : NULL;
+        kern->gemm_swiglu(n, f, d, x + r0 * d, d, 1, w0 + wo, w1 + wo, f, 1, bp, h0 + r0 * f,
                           h1 + r0 * f, a + r0 * f, f);
     }
 }
@@ -19,7 +20,11 @@ void gmm_down_forward(const gmm_shape_t* s, const float* a, const float* wo, flo
     for (int g = 0; g < s->n_groups; g++) {
         long r0 = s->offs[g], n = s->offs[g + 1] - r0;
         if (n == 0) continue;
-        kern->sgemm(n, d, f, a + r0 * f, f, 1, wo + (long)g * f * d, d, 1, y + r0 * d, d, 0);
+        if (s->packed)
+            kern->sgemm_packed(n, d, f, a + r0 * f, f, 1, s->packed->down + g * s->packed->down_n,
+                               y + r0 * d, d, 0);
+        else
+            kern->sgemm(n, d, f, a + r0 * f, f, 1, wo + (long)g * f * d, d, 1, y + r0 * d, d, 0);
     }
 }
 
@@ -30,7 +35,12 @@ void gmm_down_backward(const gmm_shape_t* s, const float* a, const float* wo, co
         long r0 = s->offs[g], n = s->offs[g + 1] - r0;
         const float* wog = wo + (long)g * f * d;
         // da[n,f] = dy[n,d] · Woᵀ: B(p=j_d, j=i_f) = Wo[i_f*d + j_d]
-        if (n > 0) kern->sgemm(n, f, d, dy + r0 * d, d, 1, wog, 1, d, da + r0 * f, f, 0);
+        const gmm_packed_t* pk = s->packed;
+        if (n > 0 && pk && pk->da)
+            kern->sgemm_packed(n, f, d, dy + r0 * d, d, 1, pk->da + g * pk->da_n, da + r0 * f, f,
+                               0);
+        else if (n > 0)
+            kern->sgemm(n, f, d, dy + r0 * d, d, 1, wog, 1, d, da + r0 * f, f, 0);
         // dWo[f,d] = aᵀ[f,n] · dy[n,d]; k = n = 0 writes zeros
         kern->sgemm(f, d, n, a + r0 * f, 1, f, dy + r0 * d, d, 1, dwo + (long)g * f * d, d, 0);
     }
@@ -47,7 +57,13 @@ void gmm_up_backward(const gmm_shape_t* s, const float* x, const float* w0, cons
         const float* xg = x + r0 * d;
         const float* w0g = w0 + (long)g * d * f;
         const float* w1g = w1 + (long)g * d * f;
-        if (n > 0) {
+        const gmm_packed_t* pk = s->packed;
+        if (n > 0 && pk && pk->dx0) {
+            kern->sgemm_packed(n, d, f, dh0 + r0 * f, f, 1, pk->dx0 + g * pk->dx_n, dx + r0 * d, d,
+                               0);
+            kern->sgemm_packed(n, d, f, dh1 + r0 * f, f, 1, pk->dx1 + g * pk->dx_n, dx + r0 * d, d,
+                               1);
+        } else if (n > 0) {
             // dx[n,d] = dh0·W0ᵀ + dh1·W1ᵀ: B(p=i_f, j=j_d) = W[j_d*f + i_f]
             kern->sgemm(n, d, f, dh0 + r0 * f, f, 1, w0g, 1, f, dx + r0 * d, d, 0);
             kern->sgemm(n, d, f, dh1 + r0 * f, f, 1, w1g, 1, f, dx + r0 * d, d, 1);

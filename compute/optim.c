@@ -9,31 +9,45 @@ double lr_schedule(long step, long steps, long warmup, double lr, double lr_min)
     return lr_min + (lr - lr_min) * (1.0 + cos(M_PI * progress)) / 2.0;
 }
 
-void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, const float* g,
-                  float* m, float* v) {
+adamw_coef_t adamw_coef(const adamw_opts_t* o, long t, int decay) {
     // Scalars in double as torch computes them on the host; the per-element arithmetic is
     // float, in the same order as torch's single-tensor AdamW.
     // 1 - beta is a host scalar in torch (double, then float): rounding beta first and
     // subtracting in float would be off by up to 1e-5 relative (beta2 = 0.999).
-    float b1 = (float)o->beta1, b2 = (float)o->beta2;
-    float omb1 = (float)(1.0 - o->beta1), omb2 = (float)(1.0 - o->beta2);
     double bc1 = 1.0 - pow(o->beta1, (double)t);
     double bc2 = 1.0 - pow(o->beta2, (double)t);
-    float step_size = (float)(o->lr / bc1);
-    float bc2_sqrt = (float)sqrt(bc2);
-    float eps = (float)o->eps;
-    float wd = decay ? (float)(1.0 - o->lr * o->weight_decay) : 1.0f;
+    return (adamw_coef_t){
+        .b1 = (float)o->beta1,
+        .b2 = (float)o->beta2,
+        .omb1 = (float)(1.0 - o->beta1),
+        .omb2 = (float)(1.0 - o->beta2),
+        .step_size = (float)(o->lr / bc1),
+        .bc2_sqrt = (float)sqrt(bc2),
+        .eps = (float)o->eps,
+        .wd = decay ? (float)(1.0 - o->lr * o->weight_decay) : 1.0f,
+    };
+}
+
+static inline void adamw_elem(const adamw_coef_t* c, float* p, const float* g, float* m, float* v) {
+    float pi = *p * c->wd;
+    float mi = *m * c->b1 + *g * c->omb1;
+    float vi = *v * c->b2 + *g * *g * c->omb2;
+    float denom = sqrtf(vi) / c->bc2_sqrt + c->eps;
+    *p = pi - c->step_size * (mi / denom);
+    *m = mi;
+    *v = vi;
+}
+
+void adamw_apply(const adamw_coef_t* c, long n, float* p, const float* g, float* m, float* v) {
+    for (long i = 0; i < n; i++) adamw_elem(c, p + i, g + i, m + i, v + i);
+}
+
+void adamw_update(const adamw_opts_t* o, long t, long n, int decay, float* p, const float* g,
+                  float* m, float* v) {
+    adamw_coef_t c = adamw_coef(o, t, decay);
     // Element-wise: threads split the range without changing any result.
 #pragma omp parallel for schedule(static) if (n >= 1 << 16)
-    for (long i = 0; i < n; i++) {
-        float pi = p[i] * wd;
-        float mi = m[i] * b1 + g[i] * omb1;
-        float vi = v[i] * b2 + g[i] * g[i] * omb2;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        p[i] = pi - step_size * (mi / denom);
-        m[i] = mi;
-        v[i] = vi;
-    }
+    for (long i = 0; i < n; i++) adamw_elem(&c, p + i, g + i, m + i, v + i);
 }
 
 double sumsq(long n, const float* g) {

@@ -78,6 +78,10 @@ static const enum_name isa_names[] = {{"auto", CFG_ISA_AUTO},
                                       {"avx2", CFG_ISA_AVX2},
                                       {"avx512", CFG_ISA_AVX512},
                                       {NULL, 0}};
+static const enum_name prepack_names[] = {{"off", CFG_PREPACK_OFF},
+                                          {"forward", CFG_PREPACK_FORWARD},
+                                          {"all", CFG_PREPACK_ALL},
+                                          {NULL, 0}};
 
 // The section and key names are the cfg_t member names, so they are spelled once.
 #define FIELD(sec, name) #sec, #name
@@ -166,6 +170,11 @@ static const cfg_key keys[] = {
 
     ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),
+    ENUM(compute, prepack, "all", prepack_names,
+         "expert weights kept packed in the kernels' layout, repacked by the optimizer as it "
+         "updates them: off (packed on the fly in every product); forward (copies for the two "
+         "forward products: +1x the expert weights' memory); all (also for the backward dA and "
+         "dX products: +2x). Same results either way"),
 
     INT(log, every, "10", 1, 1000000000, "steps between progress lines"),
     INT(log, dead_expert_steps, "100", 0, 1000000000,

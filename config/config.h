@@ -10,6 +10,7 @@
 enum { CFG_ROUTER_SOFTMAX = 0, CFG_ROUTER_SIGMOID = 1 };
 enum { CFG_DATA_SYNTHETIC = 0, CFG_DATA_HDF5 = 1 };
 enum { CFG_ISA_AUTO = 0, CFG_ISA_REF = 1, CFG_ISA_AVX2 = 2, CFG_ISA_AVX512 = 3 };
+enum { CFG_PREPACK_OFF = 0, CFG_PREPACK_FORWARD = 1, CFG_PREPACK_ALL = 2 };
 enum { CFG_RESUME_NEVER = 0, CFG_RESUME_AUTO = 1 };
 enum {
     CFG_DISPATCH_ALLTOALLV = 0,
@@ -58,6 +59,7 @@ typedef struct {
     struct {
         int isa; // CFG_ISA_*
         int threads;
+        int prepack; // CFG_PREPACK_*
     } compute;
     struct {
         int every, dead_expert_steps;

@@ -488,6 +488,7 @@ int ckpt_load(const char* path, train_t* tr, history_t* h, int weights_only, cha
         }
     }
     if (rc == MOED_OK) {
+        train_repack(tr);
         tr->step = info.step;
         if (h && !weights_only) h->n = info.n_history < h->cap ? info.n_history : h->cap;
     }

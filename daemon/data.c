@@ -104,7 +104,7 @@ int data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
     D->offs[0] = 0;
     for (int e = 0; e < Et; e++) D->offs[e + 1] = D->offs[e] + D->counts[e];
     permute_rows(Tl, kt, d, D->slot_pos, D->xn, D->xe);
-    gmm_shape_t gs = {Et, D->offs, d, D->f};
+    gmm_shape_t gs = {Et, D->offs, d, D->f, NULL};
     gmm_up_forward(&gs, D->xe, D->w0, D->w1, D->h0, D->h1, D->a);
     gmm_down_forward(&gs, D->a, D->wo, D->ye);
     unpermute_forward(Tl, kt, d, D->slot_pos, D->gates, D->ye, y);

@@ -74,7 +74,7 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->xs, A->xe, d));
 
     // experts
-    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, m->f};
+    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, m->f, tr->packed ? &tr->packed[l] : NULL};
     gmm_up_forward(&gs, A->xe, P.w0, P.w1, A->h0, A->h1, A->a);
     gmm_down_forward(&gs, A->a, P.wo, tr->ye);
 
@@ -106,7 +106,7 @@ void layer_backward(train_t* tr, int l, const float* hin, const float* dout, flo
     TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->dslot, tr->ye, d));
 
     // experts
-    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, f};
+    gmm_shape_t gs = {m->El, A->route.expert_offsets, d, f, tr->packed ? &tr->packed[l] : NULL};
     gmm_down_backward(&gs, A->a, P.wo, tr->ye, tr->da, G.wo);
     gmm_up_backward(&gs, A->xe, P.w0, P.w1, A->h0, A->h1, tr->da, tr->dh0, tr->dh1, tr->de, G.w0,
                     G.w1);

@@ -14,7 +14,7 @@ void shared_forward(train_t* tr, int l, const float* xn, float* hout) {
     layer_params_t P = model_layer(m, m->w, l);
     int Tl = tr->Tl, d = m->d, f = m->f;
     int offs[2] = {0, Tl}; // one group: every local token
-    gmm_shape_t gs = {1, offs, d, f};
+    gmm_shape_t gs = {1, offs, d, f, NULL};
     for (int s = 0; s < m->S; s++) {
         long act = (long)s * Tl * f, wt = (long)s * d * f;
         gmm_up_forward(&gs, xn, P.sw0 + wt, P.sw1 + wt, A->sh0 + act, A->sh1 + act, A->sa + act);

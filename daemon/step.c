@@ -97,6 +97,18 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
         tr->sy = ALLOC(a, float, Tl* d);
     }
     tr->idle_steps = ALLOC(a, long, (long)L* E);
+    // Pre-packed weights serve the alltoallv dispatcher's whole-group products (and `auto`,
+    // which may pick it); chunked and ring tile their products and pack as they go.
+    int kind = c->comm.dispatcher;
+    if (c->compute.prepack != CFG_PREPACK_OFF &&
+        (kind == CFG_DISPATCH_ALLTOALLV || kind == CFG_DISPATCH_AUTO)) {
+        int bwd = c->compute.prepack == CFG_PREPACK_ALL;
+        tr->packed = ALLOC(a, gmm_packed_t, L);
+        for (int l = 0; l < L; l++) {
+            float* mem = ALLOC(a, float, gmm_packed_floats(m->El, d, f, bwd));
+            if (tr->packed) gmm_packed_bind(&tr->packed[l], m->El, d, f, bwd, mem);
+        }
+    }
     dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, c->comm.chunk_axis, L, tr->Tl, E,
                     k, nranks, d, Nmax, a);
 }
@@ -109,8 +121,18 @@ int train_setup(train_t* tr, MPI_Comm comm) {
         rc = comm_route_alloc(&tr->comm, &tr->acts[l].route);
     if (rc != MPI_SUCCESS) return MOED_ERR_OTHER;
     model_init(&tr->model, (uint64_t)tr->cfg.train.seed);
+    train_repack(tr);
     tr->step = 0;
     return MOED_OK;
+}
+
+void train_repack(train_t* tr) {
+    const model_t* m = &tr->model;
+    if (!tr->packed) return;
+    for (int l = 0; l < m->L; l++) {
+        layer_params_t P = model_layer(m, m->w, l);
+        gmm_pack(&tr->packed[l], P.w0, P.w1, P.wo);
+    }
 }
 
 void train_free(train_t* tr) {
@@ -260,6 +282,13 @@ void train_apply(train_t* tr, double lr, step_stats_t* st) {
                       tr->cfg.train.weight_decay};
     for (int i = 0; i < m->n_params; i++) {
         const param_t* p = &m->params[i];
+        if (tr->packed && p->sharded) { // a layer's W0, W1, Wo together, repacked on the way
+            if (p->kind != PK_W0) continue;
+            layer_params_t P = model_layer(m, m->w, p->layer);
+            gmm_adamw_pack(&tr->packed[p->layer], &o, tr->step + 1, p->decay, c, m->w, m->g, m->m,
+                           m->v, P.w0 - m->w, P.w1 - m->w, P.wo - m->w);
+            continue;
+        }
         scale_inplace(p->numel, m->g + p->offset, c);
         adamw_update(&o, tr->step + 1, p->numel, p->decay, m->w + p->offset, m->g + p->offset,
                      m->m + p->offset, m->v + p->offset);

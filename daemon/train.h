@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
+#include "compute/gmm.h"
 #include "compute/router.h"
 #include "config/config.h"
 #include "daemon/arena.h"
@@ -87,6 +88,7 @@ typedef struct {
     long step;                // optimizer steps completed
     double t_comm_acc;        // comm seconds accumulated in the current step
     dispatch_t disp;          // state of comm.dispatcher's strategy (daemon/dispatch.h)
+    gmm_packed_t* packed;     // [L] pre-packed expert weights (compute.prepack), or NULL
 } train_t;
 
 // Sizes and carves every buffer from `a` (call twice: counting pass, then for real).
@@ -115,6 +117,9 @@ int train_grad(train_t* tr, const float* x, const float* y, step_stats_t* st);
 void train_apply(train_t* tr, double lr, step_stats_t* st);
 // train_grad then, when it succeeded, train_apply (weights untouched on failure).
 int train_step(train_t* tr, const float* x, const float* y, double lr, step_stats_t* st);
+// Repacks the pre-packed expert weights (compute.prepack) from model.w: after anything but
+// the optimizer writes the weights (initialisation and checkpoint load do it themselves).
+void train_repack(train_t* tr);
 // Releases the communication state (collective).
 void train_free(train_t* tr);
 // Forward only: the loss of the batch (for tests and the golden harness).

@@ -233,6 +233,7 @@ const kern_table_t kern_avx2_table = {
     .gemm_swiglu = drv_gemm_swiglu,
     .packed_floats = drv_packed_floats,
     .pack_b = drv_pack_b,
+    .pack_b_part = drv_pack_b_part,
     .swiglu_fwd = avx2_swiglu_fwd,
     .swiglu_bwd = avx2_swiglu_bwd,
 };

@@ -411,6 +411,7 @@ const kern_table_t KERN_TABLE = {
     .gemm_swiglu = drv_gemm_swiglu,
     .packed_floats = drv_packed_floats,
     .pack_b = drv_pack_b,
+    .pack_b_part = drv_pack_b_part,
     .swiglu_fwd = avx512_swiglu_fwd,
     .swiglu_bwd = avx512_swiglu_bwd,
 };

@@ -612,4 +612,26 @@ static void drv_pack_b(int k, int n, const float* b0, const float* b1, long rsb,
     }
 }
 
+// drv_pack_b restricted to rows [p0, p1) and columns [j0, j1) (see kern_pack_b_part_fn).
+static void drv_pack_b_part(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                            float* dst, int p0, int p1, int j0, int j1) {
+    if (k <= 0 || n <= 0) return;
+    p0 = p0 < 0 ? 0 : p0, p1 = MIN(p1, k), j1 = MIN(j1, n);
+    if (p0 >= p1 || j0 >= j1) return;
+    gemm_args_t g = args_for(0, n, k, NULL, 0, 0, rsb, csb, NULL, b1 ? 2 : 1);
+    g.b[0] = b0, g.b[1] = b1;
+    g.run = ROW_GROUP;
+    int s0 = j0 / NR, s1 = (j1 + NR - 1) / NR;
+    for (int pc = p0 / KC * KC; pc < p1; pc += KC) {
+        int kc = MIN(KC, k - pc), r0 = (p0 > pc ? p0 : pc) - pc, r1 = MIN(p1, pc + kc) - pc;
+        for (int q = 0; q < g.panels; q++) {
+            int s;
+            panel_half(&g, q, &s);
+            if (s < s0 || s >= s1) continue;
+            pack_b_panel(r1 - r0, panel_width(&g, q), panel_src(&g, q) + (long)(pc + r0) * rsb, rsb,
+                         csb, dst + (long)pc * g.panels * NR + ((long)q * kc + r0) * NR);
+        }
+    }
+}
+
 #endif

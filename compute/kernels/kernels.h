@@ -40,6 +40,12 @@ typedef size_t (*kern_packed_floats_fn)(int k, int n, int halves);
 // the micro-kernel's panels in the order the kernels read them. Thread-count independent.
 typedef void (*kern_pack_b_fn)(int k, int n, const float* b0, const float* b1, long rsb, long csb,
                                float* dst);
+// Part of pack_b: only the elements in rows [p0, p1) and columns [j0, j1) of B (of both halves
+// for the pair), written where pack_b puts them, with the zero padding of the panels that end
+// at column n. j0 must be a multiple of the table's nr, and j1 one too or n. Single-threaded:
+// the optimizer calls it from its own threads to repack the rows it has just updated.
+typedef void (*kern_pack_b_part_fn)(int k, int n, const float* b0, const float* b1, long rsb,
+                                    long csb, float* dst, int p0, int p1, int j0, int j1);
 
 // SwiGLU over n elements: a = silu(h0) * h1; backward da -> dh0, dh1. Element-wise, so the
 // result never depends on the thread count; fast ISAs use a vector exp (within 2 ulp of expf).
@@ -57,6 +63,7 @@ typedef struct {
     kern_gemm_swiglu_fn gemm_swiglu;
     kern_packed_floats_fn packed_floats;
     kern_pack_b_fn pack_b;
+    kern_pack_b_part_fn pack_b_part;
     kern_swiglu_fwd_fn swiglu_fwd;
     kern_swiglu_bwd_fn swiglu_bwd;
 } kern_table_t;

@@ -34,6 +34,18 @@ static void ref_pack_b(int k, int n, const float* b0, const float* b1, long rsb,
         }
 }
 
+static void ref_pack_b_part(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                            float* dst, int p0, int p1, int j0, int j1) {
+    int halves = b1 ? 2 : 1;
+    p0 = p0 < 0 ? 0 : p0, p1 = p1 < k ? p1 : k, j1 = j1 < n ? j1 : n;
+    for (int j = j0; j < j1; j++)
+        for (int h = 0; h < halves; h++) {
+            const float* b = h ? b1 : b0;
+            float* col = dst + ((long)j * halves + h) * k;
+            for (int p = p0; p < p1; p++) col[p] = b[p * rsb + j * csb];
+        }
+}
+
 static void ref_sgemm_packed(int m, int n, int k, const float* a, long rsa, long csa,
                              const float* bp, float* c, long ldc, int accumulate) {
     ref_sgemm(m, n, k, a, rsa, csa, bp, 1, k, c, ldc, accumulate);
@@ -70,6 +82,7 @@ const kern_table_t kern_ref_table = {
     .gemm_swiglu = ref_gemm_swiglu,
     .packed_floats = ref_packed_floats,
     .pack_b = ref_pack_b,
+    .pack_b_part = ref_pack_b_part,
     .swiglu_fwd = swiglu_forward,
     .swiglu_bwd = swiglu_backward,
 };

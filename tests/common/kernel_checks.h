@@ -53,6 +53,11 @@ void kc_check_inside_parallel_region(const kern_table_t* t);
 // threads 1..3, on-the-fly and pre-packed.
 void kc_check_gemm_swiglu(const kern_table_t* t);
 
+// pack_b_part: packing B (single and pair, row- and column-major) in blocks of rows and in
+// blocks of whole panels, in a scrambled order, gives pack_b's bytes, and nothing past the
+// packed size is written.
+void kc_check_pack_b_part(const kern_table_t* t);
+
 // swiglu_fwd/bwd against the formula in double, and position invariance (body or tail).
 void kc_check_swiglu_formula(const kern_table_t* t);
 void kc_check_swiglu_position(const kern_table_t* t);

@@ -46,6 +46,7 @@ START_TEST(test_dispatch) {
         ck_assert_ptr_nonnull(t->gemm_swiglu);
         ck_assert_ptr_nonnull(t->packed_floats);
         ck_assert_ptr_nonnull(t->pack_b);
+        ck_assert_ptr_nonnull(t->pack_b_part);
         ck_assert_ptr_nonnull(t->name);
     }
     kern_isa_t best = kern_best_isa();
@@ -89,6 +90,7 @@ ISA_TEST(test_thread_count_invariance, kc_check_thread_invariance)
 ISA_TEST(test_position_invariance, kc_check_position_invariance)
 ISA_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
 ISA_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
+ISA_TEST(test_pack_b_part, kc_check_pack_b_part)
 
 static Suite* kernels_suite(void) {
     Suite* s = suite_create("kernels");
@@ -105,6 +107,7 @@ static Suite* kernels_suite(void) {
     tcase_add_loop_test(tc, test_position_invariance, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, KERN_N_ISA);
+    tcase_add_loop_test(tc, test_pack_b_part, 0, KERN_N_ISA);
     suite_add_tcase(s, tc);
     return s;
 }

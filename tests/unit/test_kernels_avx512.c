@@ -117,6 +117,7 @@ TABLE_TEST(test_thread_count_invariance, kc_check_thread_invariance)
 TABLE_TEST(test_position_invariance, kc_check_position_invariance)
 TABLE_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
 TABLE_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
+TABLE_TEST(test_pack_b_part, kc_check_pack_b_part)
 TABLE_TEST(test_swiglu_matches_formula, kc_check_swiglu_formula)
 TABLE_TEST(test_swiglu_position_invariance, kc_check_swiglu_position)
 
@@ -177,6 +178,7 @@ static Suite* kernels_avx512_suite(void) {
     tcase_add_loop_test(tc, test_position_invariance, 0, T_N);
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, T_N);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, T_N);
+    tcase_add_loop_test(tc, test_pack_b_part, 0, T_N);
     tcase_add_test(tc, test_native_matches_emulated);
     tcase_add_loop_test(tc, test_swiglu_matches_formula, 0, T_N);
     tcase_add_loop_test(tc, test_swiglu_position_invariance, 0, T_N);
