@@ -52,6 +52,10 @@ static void* progress_main(void* arg) {
         // engine, which moves the bytes on this thread's core. A request handed over during
         // a pass is picked up by the next one (active > 0 keeps the loop going).
         while (test_pass(ds) > 0 && !__atomic_load_n(&ds->quit, __ATOMIC_RELAXED)) {
+            // A breath between passes: under MPI_THREAD_MULTIPLE each MPI_Test takes MPICH's
+            // global lock, and a thread that re-takes it at once could keep the main
+            // thread's next MPI_Ialltoallv waiting for it.
+            for (int i = 0; i < 32; i++) __builtin_ia32_pause();
         }
         pthread_mutex_lock(&ds->mu);
     }
