@@ -171,8 +171,8 @@ static const cfg_key keys[] = {
          "who drives the nonblocking exchanges of alltoallv_chunked and ring: test (MPI_Test "
          "between the compute's kernel tiles, on the computing core); thread (one progress "
          "thread per rank, idle when nothing is in flight; needs MPI_THREAD_MULTIPLE and a free "
-         "core); auto (thread when ranks on the node x (compute.threads + 1) fit its cores, "
-         "else test). Never changes a result"),
+         "core); auto (thread when ranks on the node x (compute.threads + 1) fit the cores the "
+         "rank may run on, else test). Never changes a result"),
 
     ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),

@@ -7,6 +7,8 @@
 // and it clears pend[i] (release) once the request completed. The main thread reads reqs[i]
 // again only after it saw pend[i] == 0 (acquire). The in-flight time (active, t_since,
 // t_inflight) is kept under mu, the completion side by the thread, before pend[i] clears.
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -81,6 +83,14 @@ void dispatch_thread_wait(dispatch_t* ds, int i) {
     pthread_mutex_unlock(&ds->mu);
 }
 
+// Cores this process may run on (its affinity mask; the online cores if that fails). Under
+// Slurm's cpusets this is the job's share of the node, not the whole node.
+static long usable_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 // Ranks sharing this node (a collective over comm).
 static int node_ranks(MPI_Comm comm) {
     MPI_Comm node;
@@ -102,7 +112,10 @@ int dispatch_start(dispatch_t* ds, int cfg_dispatcher, int cfg_progress, int thr
     MPI_Query_thread(&level);
     int ranks = node_ranks(comm); // collective: every rank calls it, whatever it decides
     if (cfg_progress == CFG_PROGRESS_AUTO) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        // Ranks unbound (mpiexec's default) share the mask: each needs threads + 1 of it. A
+        // rank bound to its own cores sees only those and so falls back to test unless
+        // they are plenty: the safe side, as a thread without a core slows the step.
+        long cores = usable_cores();
         if (level < MPI_THREAD_MULTIPLE || (long)ranks * (threads + 1) > cores) return MOED_OK;
     } else if (level < MPI_THREAD_MULTIPLE) {
         snprintf(err, errlen,

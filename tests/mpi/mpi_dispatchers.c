@@ -10,10 +10,13 @@
 //   alltoallv;
 // - comm.progress = thread (a progress thread completes the exchanges): every case above
 //   again, bit-identical to the same strategy with MPI_Test between tiles (progress never
-//   changes data), and the thread really ran.
+//   changes data), and the thread really ran; comm.progress = auto once, picking the
+//   thread exactly when the node's ranks, two threads each, fit this process's cores.
 // moed-test-ranks: 1 2 4
+#define _GNU_SOURCE // sched_getaffinity, CPU_COUNT
 #include <math.h>
 #include <mpi.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +39,19 @@ typedef struct {
 } outcome_t;
 
 static const char* g_progress = "test"; // comm.progress of the next train()
+
+// What comm.progress = auto must pick with compute.threads = 1: the thread when the node's
+// ranks, two threads each, fit the cores this process may run on.
+static int auto_thread(void) {
+    MPI_Comm node;
+    int n;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    cpu_set_t set;
+    CHECK(sched_getaffinity(0, sizeof set, &set) == 0, "sched_getaffinity");
+    return 2 * n <= CPU_COUNT(&set);
+}
 
 static outcome_t train(const char* dispatcher, int chunks, const char* axis, int skew) {
     char err[CFG_ERRLEN], kv[64];
@@ -62,7 +78,9 @@ static outcome_t train(const char* dispatcher, int chunks, const char* axis, int
     static train_t tr;
     arena_t a;
     CHECK(tu_train_new(&tr, &a, &c, MPI_COMM_WORLD) == 0, "set-up");
-    int want_thread = !strcmp(g_progress, "thread") && strcmp(dispatcher, "alltoallv");
+    int want_thread =
+        strcmp(dispatcher, "alltoallv") &&
+        (!strcmp(g_progress, "thread") || (!strcmp(g_progress, "auto") && auto_thread()));
     CHECK(tr.disp.thread == want_thread, "%s progress %s: thread running %d", dispatcher,
           g_progress, tr.disp.thread);
     model_t* m = &tr.model;
@@ -138,9 +156,9 @@ static void dispatcher_cases(void) {
     if (P > 1) CHECK(ref.n_recv_min == 0, "the skew leaves some rank without rows");
     int Tl = T / P;
     int chunk_counts[] = {5, 1, Tl < 256 ? Tl : 256};
-    const char* progress[] = {"test", "thread"};
-    for (int pr = 0; pr < 2; pr++)
-        for (int i = 0; i < 3; i++) {
+    const char* progress[] = {"test", "thread", "auto"};
+    for (int pr = 0; pr < 3; pr++)
+        for (int i = 0; i < (pr < 2 ? 3 : 1); i++) {
             g_progress = progress[pr];
             outcome_t o = train("alltoallv_chunked", chunk_counts[i], "tokens", 1);
             g_progress = "test";
