@@ -6,16 +6,8 @@
 
 #define ALLOC(a, type, n) ((type*)arena_alloc((a), sizeof(type) * (size_t)(n)))
 
-static void layout_chunked(dispatch_t* ds, int L, int E, int P, int d, int f, arena_t* a) {
+static void layout_chunked(dispatch_t* ds, int L, int E, int P, arena_t* a) {
     int C = ds->C, El = E / P;
-    // kern is selected before the layout (cli_load_config, tu_train_new, moed-bench)
-    long n1 = kern ? (long)kern->packed_floats(d, f, 1) : 0;
-    long n2 = kern ? (long)kern->packed_floats(f, d, 1) : 0;
-    ds->wpack_n = n1 > n2 ? n1 : n2;
-    ds->wpack_dir = DISPATCH_PACK_NONE;
-    // 16 floats: each packed matrix stays 64-byte aligned as pack_b requires
-    ds->wpack_n = (ds->wpack_n + 15) / 16 * 16;
-    ds->wpack = ds->wpack_n ? ALLOC(a, float, (long)El * 3 * ds->wpack_n) : NULL;
     ds->chunks = ALLOC(a, comm_chunks_t, L);
     for (int l = 0; l < L; l++) {
         comm_chunks_t tmp = {0}, *ch = ds->chunks ? &ds->chunks[l] : &tmp;
@@ -55,14 +47,14 @@ static void layout_ring(dispatch_t* ds, int any, int L, int Tl, int E, int k, in
 }
 
 void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int T, int E, int k,
-                     int P, int d, int f, long Nmax, arena_t* a) {
+                     int P, int d, long Nmax, arena_t* a) {
     ds->kind = kind == CFG_DISPATCH_AUTO ? CFG_DISPATCH_ALLTOALLV : kind; // until tuned
     ds->C = chunks;
     ds->axis = axis;
     int any = kind == CFG_DISPATCH_AUTO;
     ds->nreq = 0;
     if (any || kind == CFG_DISPATCH_ALLTOALLV_CHUNKED) {
-        layout_chunked(ds, L, E, P, d, f, a);
+        layout_chunked(ds, L, E, P, a);
         ds->nreq = 2 * chunks;
     }
     if (any || kind == CFG_DISPATCH_RING) {
@@ -127,43 +119,5 @@ void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rs
                         ldc, accumulate);
             dispatch_progress(ds);
         }
-    }
-}
-
-void dispatch_pack(dispatch_t* ds, int dir, int El, int d, int f, const float* w0, const float* w1,
-                   const float* wo) {
-    ds->wpack_dir = DISPATCH_PACK_NONE;
-    if (dir == DISPATCH_PACK_NONE || !ds->wpack || ds->wpack_n == 0) return;
-    for (int e = 0; e < El; e++) {
-        float* p = ds->wpack + (long)e * 3 * ds->wpack_n; // [3, wpack_n]
-        const float *w0e = w0 + (long)e * d * f, *w1e = w1 + (long)e * d * f;
-        const float* woe = wo + (long)e * f * d;
-        if (dir == DISPATCH_PACK_FORWARD) { // h = x·W0, x·W1: k = d, n = f; y = a·Wo
-            kern->pack_b(d, f, w0e, NULL, f, 1, p);
-            kern->pack_b(d, f, w1e, NULL, f, 1, p + ds->wpack_n);
-            kern->pack_b(f, d, woe, NULL, d, 1, p + 2 * ds->wpack_n);
-        } else { // da = dy·Woᵀ: k = d, n = f; dx = dh0·W0ᵀ + dh1·W1ᵀ: k = f, n = d
-            kern->pack_b(d, f, woe, NULL, 1, d, p);
-            kern->pack_b(f, d, w0e, NULL, 1, f, p + ds->wpack_n);
-            kern->pack_b(f, d, w1e, NULL, 1, f, p + 2 * ds->wpack_n);
-        }
-    }
-    ds->wpack_dir = dir;
-}
-
-void dispatch_sgemm_bp(dispatch_t* ds, const float* bp, int m, int n, int k, const float* a,
-                       long rsa, long csa, const float* b, long rsb, long csb, float* c, long ldc,
-                       int accumulate) {
-    if (!bp) {
-        dispatch_sgemm(ds, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate);
-        return;
-    }
-    if (m == 0 || n == 0) return;
-    // Row tiles only: the packed panels span all n columns.
-    int tm = ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
-    for (int i = 0; i < m; i += tm) {
-        int mi = m - i < tm ? m - i : tm;
-        kern->sgemm_packed(mi, n, k, a + i * rsa, rsa, csa, bp, c + i * ldc, ldc, accumulate);
-        dispatch_progress(ds);
     }
 }

@@ -37,20 +37,13 @@ typedef struct {
     float* ye;    // [Nmax, d] expert outputs (backward needs them for the gate gradients)
 } ring_layer_t;
 
-enum { DISPATCH_PACK_NONE = 0, DISPATCH_PACK_FORWARD = 1, DISPATCH_PACK_BACKWARD = 2 };
-
 typedef struct {
     int kind;              // CFG_DISPATCH_* in use now
     comm_chunks_t* chunks; // [L] chunk plans kept from forward for backward (alltoallv_chunked)
     int C;                 // comm.chunks
     MPI_Request* reqs;     // [nreq] chunked: C dispatches then C combines; ring: 2 + 2P
     int nreq;
-    // The B operands of the chunk products (weights), packed once per layer and direction
-    // instead of once per (chunk, source, expert) product: 1.2-1.45x faster 32-row products
-    float* wpack;  // [El, 3, wpack_n] forward: W0, W1, Wo; backward: Wo^T, W0^T, W1^T
-    long wpack_n;  // floats of one packed matrix (0: packing off)
-    int wpack_dir; // DISPATCH_PACK_*: what wpack holds now
-    int active;    // exchanges in flight (thread mode: under mu)
+    int active; // exchanges in flight (thread mode: under mu)
     // progress thread (comm.progress = thread); `thread` is 0 in test mode
     int thread;          // 1 while the progress thread runs
     int* pend;           // [nreq] 1 while request i is the thread's (atomic)
@@ -77,19 +70,8 @@ typedef struct {
 // Carves the dispatcher's buffers from `a` for L layers, T local tokens, E experts, k, P
 // ranks, width d and Nmax expert-side rows (counting pass: a NULL-returning arena, as
 // train_layout). `auto` lays out every strategy.
-// f: expert hidden width (sizes the packed weights; needs kern selected).
 void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int T, int E, int k,
-                     int P, int d, int f, long Nmax, arena_t* a);
-
-// Packs the El local experts' weights (w0, w1: [El, d, f], wo: [El, f, d]) for direction dir
-// (the B operands of expert_rows_*); DISPATCH_PACK_NONE marks wpack stale (weights change
-// every step). Does nothing when packing is off.
-void dispatch_pack(dispatch_t* ds, int dir, int El, int d, int f, const float* w0, const float* w1,
-                   const float* wo);
-// Packed matrix i of local expert e if wpack holds direction dir, else NULL.
-static inline const float* dispatch_packed(const dispatch_t* ds, int dir, int e, int i) {
-    return ds->wpack_dir == dir ? ds->wpack + ((long)e * 3 + i) * ds->wpack_n : NULL;
-}
+                     int P, int d, long Nmax, arena_t* a);
 
 // Starts the progress thread when comm.progress (cfg_progress) asks for it and the
 // dispatcher posts nonblocking exchanges (not plain alltoallv); resolves auto from the
@@ -121,10 +103,5 @@ static inline void dispatch_reset_times(dispatch_t* ds) { ds->t_wait = ds->t_inf
 // with dispatch_progress between tiles. Bit-identical to one call.
 void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
                     const float* b, long rsb, long csb, float* c, long ldc, int accumulate);
-// The same with B pre-packed in bp (kern->sgemm_packed, the same bits), in row tiles of at
-// most DISPATCH_TILE_M; bp NULL: dispatch_sgemm on b.
-void dispatch_sgemm_bp(dispatch_t* ds, const float* bp, int m, int n, int k, const float* a,
-                       long rsa, long csa, const float* b, long rsb, long csb, float* c, long ldc,
-                       int accumulate);
 
 #endif

@@ -1,10 +1,8 @@
 // Expert compute on runs of expert-side rows, for the dispatchers that process rows as they
 // arrive (chunks, ring steps) instead of whole groups at once. Every product goes through
-// dispatch_sgemm, which drives MPI progress between tiles, on the weights dispatch_pack
-// packed for the layer when the caller did (alltoallv_chunked), else packed per call. Row-wise
-// products do not depend on which rows share a call, so a run gives the bits gmm.c gives for the
-// whole group; the weight gradients sum over rows and run once per whole group
-// (expert_weights_backward).
+// dispatch_sgemm, which drives MPI progress between tiles. Row-wise products do not depend
+// on which rows share a call, so a run gives the bits gmm.c gives for the whole group; the
+// weight gradients sum over rows and run once per whole group (expert_weights_backward).
 #include "compute/kernels/kernels.h"
 #include "daemon/layer_alt.h"
 
@@ -16,14 +14,10 @@ void expert_rows_forward(train_t* tr, int l, int e, long r0, long n, float* y) {
     int d = m->d, f = m->f;
     const float* x = A->xe + r0 * d;
     float *h0 = A->h0 + r0 * f, *h1 = A->h1 + r0 * f, *a = A->a + r0 * f;
-    const int dir = DISPATCH_PACK_FORWARD;
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, dir, e, 0), n, f, d, x, d, 1, W.w0 + (long)e * d * f,
-                      f, 1, h0, f, 0);
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, dir, e, 1), n, f, d, x, d, 1, W.w1 + (long)e * d * f,
-                      f, 1, h1, f, 0);
+    dispatch_sgemm(ds, n, f, d, x, d, 1, W.w0 + (long)e * d * f, f, 1, h0, f, 0);
+    dispatch_sgemm(ds, n, f, d, x, d, 1, W.w1 + (long)e * d * f, f, 1, h1, f, 0);
     kern->swiglu_fwd(n * f, h0, h1, a);
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, dir, e, 2), n, d, f, a, f, 1, W.wo + (long)e * f * d,
-                      d, 1, y + r0 * d, d, 0);
+    dispatch_sgemm(ds, n, d, f, a, f, 1, W.wo + (long)e * f * d, d, 1, y + r0 * d, d, 0);
 }
 
 void expert_rows_backward_da(train_t* tr, int l, int e, long r0, long n) {
@@ -31,9 +25,8 @@ void expert_rows_backward_da(train_t* tr, int l, int e, long r0, long n) {
     layer_params_t W = model_layer(m, m->w, l);
     int d = m->d, f = m->f;
     // da[n,f] = dy[n,d] · Woᵀ: B(p=j_d, j=i_f) = Wo[i_f*d + j_d]
-    dispatch_t* ds = &tr->disp;
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, DISPATCH_PACK_BACKWARD, e, 0), n, f, d,
-                      tr->ye + r0 * d, d, 1, W.wo + (long)e * f * d, 1, d, tr->da + r0 * f, f, 0);
+    dispatch_sgemm(&tr->disp, n, f, d, tr->ye + r0 * d, d, 1, W.wo + (long)e * f * d, 1, d,
+                   tr->da + r0 * f, f, 0);
 }
 
 void expert_rows_backward_dx(train_t* tr, int l, int e, long r0, long n) {
@@ -45,11 +38,10 @@ void expert_rows_backward_dx(train_t* tr, int l, int e, long r0, long n) {
     long ho = r0 * f;
     kern->swiglu_bwd(n * f, A->h0 + ho, A->h1 + ho, tr->da + ho, tr->dh0 + ho, tr->dh1 + ho);
     // dx[n,d] = dh0·W0ᵀ + dh1·W1ᵀ, the second product added as gmm_up_backward adds it
-    const int dir = DISPATCH_PACK_BACKWARD;
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, dir, e, 1), n, d, f, tr->dh0 + ho, f, 1,
-                      W.w0 + (long)e * d * f, 1, f, tr->de + r0 * d, d, 0);
-    dispatch_sgemm_bp(ds, dispatch_packed(ds, dir, e, 2), n, d, f, tr->dh1 + ho, f, 1,
-                      W.w1 + (long)e * d * f, 1, f, tr->de + r0 * d, d, 1);
+    dispatch_sgemm(ds, n, d, f, tr->dh0 + ho, f, 1, W.w0 + (long)e * d * f, 1, f, tr->de + r0 * d,
+                   d, 0);
+    dispatch_sgemm(ds, n, d, f, tr->dh1 + ho, f, 1, W.w1 + (long)e * d * f, 1, f, tr->de + r0 * d,
+                   d, 1);
 }
 
 void expert_rows_backward(train_t* tr, int l, int e, long r0, long n) {

@@ -34,20 +34,15 @@ static void run_backward(train_t* tr, int l, run_t r) {
 // The pipeline shared by forward and backward: dispatch `send` rows chunk by chunk into
 // `rows` (expert side), run `step` on each chunk's runs, combine `out` rows back into `back`.
 // Request slot c is chunk c's dispatch, C + c its combine.
-// pack: the DISPATCH_PACK_* direction of the weights the step multiplies by.
 static void pipeline(train_t* tr, int l, const float* send, float* rows, const float* out,
-                     float* back, void (*step)(train_t*, int, run_t), int pack) {
+                     float* back, void (*step)(train_t*, int, run_t)) {
     dispatch_t* ds = &tr->disp;
     comm_chunks_t* ch = &ds->chunks[l];
     comm_ctx_t* cx = &tr->comm;
-    const model_t* m = &tr->model;
     float* stage = cx->row_scratch; // [n_recv, d]: chunk c's rows at recv_off[c]
-    int C = ch->C, P = tr->nranks, El = m->El, d = m->d;
+    int C = ch->C, P = tr->nranks, El = tr->model.El, d = tr->model.d;
     comm_chunk_dispatch_start(cx, ch, 0, send, stage, d, &ds->reqs[0]);
     dispatch_started(ds, 0);
-    // Packed once here, while chunk 0 travels, rather than in every chunk's products.
-    layer_params_t W = model_layer(m, m->w, l);
-    dispatch_pack(ds, pack, El, d, m->f, W.w0, W.w1, W.wo);
     for (int c = 0; c < C; c++) {
         if (c + 1 < C) {
             comm_chunk_dispatch_start(cx, ch, c + 1, send, stage, d, &ds->reqs[c + 1]);
@@ -65,7 +60,6 @@ static void pipeline(train_t* tr, int l, const float* send, float* rows, const f
         comm_chunk_combine_start(cx, ch, c, stage, back, d, &ds->reqs[C + c]);
         dispatch_started(ds, C + c);
     }
-    dispatch_pack(ds, DISPATCH_PACK_NONE, 0, 0, 0, NULL, NULL, NULL); // stale after the step
 }
 
 static void wait_combines(train_t* tr, int C) {
@@ -82,7 +76,7 @@ void layer_chunked_forward(train_t* tr, int l, float* out) {
     comm_chunk_counts(&tr->comm, ch, &A->route);
     tr->t_comm_acc += MPI_Wtime() - t0;
     permute_rows(Tl, k, d, A->slot_pos, A->xn, tr->xs);
-    pipeline(tr, l, tr->xs, A->xe, tr->ye, A->yslot, run_forward, DISPATCH_PACK_FORWARD);
+    pipeline(tr, l, tr->xs, A->xe, tr->ye, A->yslot, run_forward);
     wait_combines(tr, ch->C);
     unpermute_forward(Tl, k, d, A->slot_pos, A->gates, A->yslot, out);
 }
@@ -92,7 +86,7 @@ void layer_chunked_backward(train_t* tr, int l, const float* dout) {
     layer_acts_t* A = &tr->acts[l];
     int Tl = tr->Tl, d = m->d, k = m->k;
     unpermute_backward(Tl, k, d, A->slot_pos, A->gates, A->yslot, dout, tr->dgates, tr->dslot);
-    pipeline(tr, l, tr->dslot, tr->ye, tr->de, tr->dslot, run_backward, DISPATCH_PACK_BACKWARD);
+    pipeline(tr, l, tr->dslot, tr->ye, tr->de, tr->dslot, run_backward);
     // The last combines travel while the weight gradients compute.
     expert_weights_backward(tr, l);
     wait_combines(tr, tr->disp.chunks[l].C);

@@ -99,7 +99,7 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
     }
     tr->idle_steps = ALLOC(a, long, (long)L* E);
     dispatch_layout(&tr->disp, c->comm.dispatcher, c->comm.chunks, c->comm.chunk_axis, L, tr->Tl, E,
-                    k, nranks, d, f, Nmax, a);
+                    k, nranks, d, Nmax, a);
 }
 
 int train_setup(train_t* tr, MPI_Comm comm) {
