@@ -272,15 +272,20 @@ typedef struct {
     double step, compute, comm, overlap; // seconds, medians over repetitions
 } step_time_t;
 
+// comm.progress of the overlapping strategies (--progress): test, thread or auto
+static const char* g_progress = "test";
+
 static step_time_t time_steps(const char* dispatcher, const char* axis, int chunks, int Tl, int f,
                               int reps) {
     cfg_t c;
-    char err[CFG_ERRLEN], set[96], set2[96];
+    char err[CFG_ERRLEN], set[96], set2[96], set3[96];
     cfg_defaults(&c);
     snprintf(set, sizeof set, "comm.dispatcher=%s", dispatcher);
     snprintf(set2, sizeof set2, "comm.chunk_axis=%s", axis);
-    const char* fixed[] = {"model.d_model=1024", "model.n_experts=16", "model.top_k=2", set, set2};
-    for (int i = 0; i < 5; i++)
+    snprintf(set3, sizeof set3, "comm.progress=%s", g_progress);
+    const char* fixed[] = {
+        "model.d_model=1024", "model.n_experts=16", "model.top_k=2", set, set2, set3};
+    for (int i = 0; i < 6; i++)
         if (cfg_set(&c, fixed[i], err, sizeof err)) die(err);
     c.model.d_ff = f;
     c.train.global_batch_tokens = Tl * g_P;
@@ -303,6 +308,8 @@ static step_time_t time_steps(const char* dispatcher, const char* axis, int chun
     step_stats_t st;
     double t[4][32];
     if (reps > 32) reps = 32;
+    if (g_rank == 0 && strcmp(dispatcher, "alltoallv"))
+        printf("    (%s: progress %s)\n", dispatcher, tr.disp.thread ? "thread" : "test");
     train_step(&tr, x, y, 1e-5, &st); // warm-up
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
@@ -344,7 +351,7 @@ static void step_case(int Tl, int f, int reps) {
 }
 
 int bench_comm(int argc, char** argv) {
-    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0;
+    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0, tokens = 0, ff = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1, iters = 4, warm = 1, reps = 3;
@@ -352,14 +359,27 @@ int bench_comm(int argc, char** argv) {
             steps_only = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) // full steps timed per strategy
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) // full steps: tokens per rank
+            tokens = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ff") && i + 1 < argc) // full steps: one d_ff only
+            ff = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--progress") && i + 1 < argc) // comm.progress
+            g_progress = argv[++i];
         else {
             fprintf(stderr, "moed-bench comm: unknown option '%s'\n", argv[i]);
             return 2;
         }
     }
     if (iters < 1) iters = 1;
+    if (reps < 1) reps = 1;
+    if (strcmp(g_progress, "test") && strcmp(g_progress, "thread") && strcmp(g_progress, "auto")) {
+        fprintf(stderr, "moed-bench comm: --progress must be test, thread or auto\n");
+        return 2;
+    }
     int provided;
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_P);
     if (NE % g_P) {
@@ -380,9 +400,13 @@ int bench_comm(int argc, char** argv) {
     for (int ti = 0; ti < (steps_only ? 0 : quick ? 2 : 3); ti++)
         for (int ki = 0; ki < 2; ki++)
             for (int skew = 0; skew < 2; skew++) exchange_case(tls[ti], ks[ki], skew, warm, iters);
-    if (g_rank == 0) printf("full training step (1 layer), medians of %d steps:\n", reps);
-    int fs[] = {64, 256};
-    for (int fi = 0; fi < (quick ? 1 : 2); fi++) step_case(quick ? 512 : 2048, fs[fi], reps);
+    if (g_rank == 0)
+        printf("full training step (1 layer), medians of %d steps, --progress %s:\n", reps,
+               g_progress);
+    int fs[] = {64, 256}, nf = quick ? 1 : 2;
+    if (ff > 0) fs[0] = ff, nf = 1;
+    for (int fi = 0; fi < nf; fi++)
+        step_case(tokens > 0 ? tokens : quick ? 512 : 2048, fs[fi], reps);
     kern_shutdown();
     MPI_Finalize();
     return 0;

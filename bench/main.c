@@ -19,7 +19,8 @@ static const struct {
      "one MoE layer's training step [--threads N] [--reps N] [--isa NAME] [--quick]"},
     {"comm", bench_comm,
      "dispatch+combine per strategy vs raw MPI_Alltoallv, and full steps (overlap); run "
-     "under mpiexec.mpich -n P [--quick] [--iters N] [--steps-only]"},
+     "under mpiexec.mpich -n P [--quick] [--iters N] [--steps-only] [--progress test|thread|auto] "
+     "[--tokens N] [--ff F] [--reps N]"},
     {"ckpt", bench_ckpt, "checkpoint save/load bandwidth vs dd [--gib X] [--reps N] [--dir DIR]"},
 };
 enum { N_SUBCOMMANDS = sizeof subcommands / sizeof subcommands[0] };

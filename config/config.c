@@ -73,6 +73,10 @@ static const enum_name dispatcher_names[] = {{"alltoallv", CFG_DISPATCH_ALLTOALL
                                              {NULL, 0}};
 static const enum_name chunk_axis_names[] = {
     {"tokens", CFG_CHUNK_TOKENS}, {"embed", CFG_CHUNK_EMBED}, {NULL, 0}};
+static const enum_name progress_names[] = {{"auto", CFG_PROGRESS_AUTO},
+                                           {"test", CFG_PROGRESS_TEST},
+                                           {"thread", CFG_PROGRESS_THREAD},
+                                           {NULL, 0}};
 static const enum_name isa_names[] = {{"auto", CFG_ISA_AUTO},
                                       {"ref", CFG_ISA_REF},
                                       {"avx2", CFG_ISA_AVX2},
@@ -167,6 +171,12 @@ static const cfg_key keys[] = {
     ENUM(comm, chunk_axis, "tokens", chunk_axis_names,
          "ring: tokens (one rank's token block per ring step) or embed (tokens all-gathered in "
          "d_model slices, gmm_up accumulated per slice while the next is in flight)"),
+    ENUM(comm, progress, "auto", progress_names,
+         "who drives the nonblocking exchanges of alltoallv_chunked and ring: test (MPI_Test "
+         "between the compute's kernel tiles, on the computing core); thread (one progress "
+         "thread per rank, idle when nothing is in flight; needs MPI_THREAD_MULTIPLE and a free "
+         "core); auto (thread when ranks on the node x (compute.threads + 1) fit the cores the "
+         "rank may run on, else test). Never changes a result"),
 
     ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),

@@ -19,6 +19,7 @@ enum {
     CFG_DISPATCH_AUTO = 3
 };
 enum { CFG_CHUNK_TOKENS = 0, CFG_CHUNK_EMBED = 1 };
+enum { CFG_PROGRESS_AUTO = 0, CFG_PROGRESS_TEST = 1, CFG_PROGRESS_THREAD = 2 };
 
 typedef struct {
     struct {
@@ -55,6 +56,7 @@ typedef struct {
         int dispatcher; // CFG_DISPATCH_*
         int chunks;
         int chunk_axis; // CFG_CHUNK_*
+        int progress;   // CFG_PROGRESS_*
     } comm;
     struct {
         int isa; // CFG_ISA_*

@@ -62,12 +62,16 @@ void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int 
         if (2 + 2 * P > ds->nreq) ds->nreq = 2 + 2 * P;
     }
     ds->reqs = ALLOC(a, MPI_Request, ds->nreq);
+    ds->pend = ALLOC(a, int, ds->nreq);
     if (ds->reqs)
-        for (int i = 0; i < ds->nreq; i++) ds->reqs[i] = MPI_REQUEST_NULL;
+        for (int i = 0; i < ds->nreq; i++) ds->reqs[i] = MPI_REQUEST_NULL, ds->pend[i] = 0;
 }
 
-void dispatch_started(dispatch_t* ds) {
-    if (ds->active++ == 0) ds->t_since = MPI_Wtime();
+void dispatch_started(dispatch_t* ds, int i) {
+    if (ds->thread)
+        dispatch_thread_hand(ds, i);
+    else if (ds->active++ == 0)
+        ds->t_since = MPI_Wtime();
 }
 
 static void finished(dispatch_t* ds, int n) {
@@ -76,6 +80,10 @@ static void finished(dispatch_t* ds, int n) {
 }
 
 void dispatch_wait(dispatch_t* ds, int i) {
+    if (ds->thread) {
+        dispatch_thread_wait(ds, i);
+        return;
+    }
     if (ds->reqs[i] == MPI_REQUEST_NULL) return; // completed by an earlier progress call
     double t0 = MPI_Wtime();
     MPI_Wait(&ds->reqs[i], MPI_STATUS_IGNORE);
@@ -84,7 +92,7 @@ void dispatch_wait(dispatch_t* ds, int i) {
 }
 
 void dispatch_progress(dispatch_t* ds) {
-    if (ds->active == 0) return;
+    if (ds->thread || ds->active == 0) return; // the thread's job, or nothing in flight
     // Each MPI_Test is one turn of MPICH's progress engine as well as the check itself.
     for (int i = 0; i < ds->nreq; i++) {
         if (ds->reqs[i] == MPI_REQUEST_NULL) continue;
@@ -97,6 +105,12 @@ void dispatch_progress(dispatch_t* ds) {
 void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
                     const float* b, long rsb, long csb, float* c, long ldc, int accumulate) {
     if (m == 0 || n == 0) return;
+    // Tiles only serve MPI_Test: with the progress thread, or nothing in flight, one call
+    // (no B panel repacked per tile, no tile edges; the same bits either way).
+    if (ds->thread || ds->active == 0) {
+        kern->sgemm(m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate);
+        return;
+    }
     for (int i = 0; i < m; i += DISPATCH_TILE_M) {
         int mi = m - i < DISPATCH_TILE_M ? m - i : DISPATCH_TILE_M;
         for (int j = 0; j < n; j += DISPATCH_TILE_N) {

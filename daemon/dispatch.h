@@ -2,13 +2,20 @@
 // buffers, the progress engine that keeps nonblocking exchanges moving while kernels run,
 // and the split of communication time into exposed and overlapped parts (DESIGN.md §6).
 //
-// Progress: MPICH (ch4:ucx here) advances a nonblocking collective only inside MPI calls.
-// We call MPI_Testsome between sgemm tiles (dispatch_sgemm) rather than run a progress
-// thread: a thread needs MPI_THREAD_MULTIPLE (every MPI call then takes MPICH's global lock)
-// and a core of its own, and ranks here run one per core; tiles of a few milliseconds keep
-// the exchange moving at a cost of well under 1% (measured by moed-bench comm).
+// Progress (comm.progress): MPICH (ch4:ucx here) advances a nonblocking exchange only inside
+// MPI calls, and within a node the bytes are copied by the CPU inside those calls.
+// - test: MPI_Test between sgemm tiles (dispatch_sgemm). Costs well under 1% of the
+//   compute, but the copies run on the computing core: hidden comm is still on the critical
+//   path.
+// - thread: one progress thread per rank (dispatch_thread.c), started with the training
+//   state, asleep on a condition variable while nothing is in flight. A posted request is
+//   handed to it (dispatch_started); it alone calls MPI_Test on it until it completes, and
+//   dispatch_wait sleeps until then, so no request is ever touched by two threads. The
+//   main thread still posts, concurrently with the thread's MPI_Test: MPI_THREAD_MULTIPLE.
 #ifndef MOED_DISPATCH_H
 #define MOED_DISPATCH_H
+
+#include <pthread.h>
 
 #include "comm/chunked.h"
 #include "daemon/arena.h"
@@ -36,7 +43,15 @@ typedef struct {
     int C;                 // comm.chunks
     MPI_Request* reqs;     // [nreq] chunked: C dispatches then C combines; ring: 2 + 2P
     int nreq;
-    int active; // exchanges in flight
+    int active; // exchanges in flight (thread mode: under mu)
+    // progress thread (comm.progress = thread); `thread` is 0 in test mode
+    int thread;          // 1 while the progress thread runs
+    int* pend;           // [nreq] 1 while request i is the thread's (atomic)
+    int quit;            // under mu: the thread exits
+    pthread_t th;        //
+    pthread_mutex_t mu;  // guards active, quit and the times below in thread mode
+    pthread_cond_t wake; // main -> thread: a request was handed over, or quit
+    pthread_cond_t done; // thread -> main: a request completed
     // ring (daemon/layer_ring.c)
     int axis;           // comm.chunk_axis
     ring_layer_t* ring; // [L]
@@ -58,11 +73,25 @@ typedef struct {
 void dispatch_layout(dispatch_t* ds, int kind, int chunks, int axis, int L, int T, int E, int k,
                      int P, int d, long Nmax, arena_t* a);
 
+// Starts the progress thread when comm.progress (cfg_progress) asks for it and the
+// dispatcher posts nonblocking exchanges (not plain alltoallv); resolves auto from the
+// ranks on this node, `threads` compute threads each and the online cores. MOED_OK, or
+// MOED_ERR_CONFIG (thread without MPI_THREAD_MULTIPLE) / MOED_ERR_OTHER with `err` set.
+// Collective over comm (it counts the ranks on each node).
+int dispatch_start(dispatch_t* ds, int cfg_dispatcher, int cfg_progress, int threads, MPI_Comm comm,
+                   char* err, int errlen);
+// Stops and joins the progress thread (nothing when none runs). Safe to call twice.
+void dispatch_stop(dispatch_t* ds);
+
 // Nonblocking exchange bookkeeping: call dispatch_started after posting request slot i,
-// dispatch_wait to complete it, dispatch_progress between kernels to drive MPI.
-void dispatch_started(dispatch_t* ds);
+// dispatch_wait to complete it, dispatch_progress between kernels to drive MPI (test mode;
+// returns at once in thread mode).
+void dispatch_started(dispatch_t* ds, int i);
 void dispatch_wait(dispatch_t* ds, int i);
 void dispatch_progress(dispatch_t* ds);
+// Thread mode (dispatch_thread.c): hand request i to the thread / sleep until it completed.
+void dispatch_thread_hand(dispatch_t* ds, int i);
+void dispatch_thread_wait(dispatch_t* ds, int i);
 // Seconds of the step's exchanges that overlapped compute (in flight, not waited on).
 static inline double dispatch_overlap(const dispatch_t* ds) {
     double t = ds->t_inflight - ds->t_wait;

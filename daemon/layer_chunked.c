@@ -42,11 +42,11 @@ static void pipeline(train_t* tr, int l, const float* send, float* rows, const f
     float* stage = cx->row_scratch; // [n_recv, d]: chunk c's rows at recv_off[c]
     int C = ch->C, P = tr->nranks, El = tr->model.El, d = tr->model.d;
     comm_chunk_dispatch_start(cx, ch, 0, send, stage, d, &ds->reqs[0]);
-    dispatch_started(ds);
+    dispatch_started(ds, 0);
     for (int c = 0; c < C; c++) {
         if (c + 1 < C) {
             comm_chunk_dispatch_start(cx, ch, c + 1, send, stage, d, &ds->reqs[c + 1]);
-            dispatch_started(ds);
+            dispatch_started(ds, c + 1);
         }
         dispatch_wait(ds, c);
         comm_chunk_unpack(cx, ch, c, stage, rows, d);
@@ -58,7 +58,7 @@ static void pipeline(train_t* tr, int l, const float* send, float* rows, const f
         // Chunk c's staging rows were consumed by the unpack: they carry its combine.
         comm_chunk_pack(cx, ch, c, out, stage, d);
         comm_chunk_combine_start(cx, ch, c, stage, back, d, &ds->reqs[C + c]);
-        dispatch_started(ds);
+        dispatch_started(ds, C + c);
     }
 }
 

@@ -67,9 +67,10 @@ static void ring_route(train_t* tr, int l) {
     }
 }
 
-static void post(dispatch_t* ds, int rc) {
+// Request slot i was just posted (rc: the posting call's status).
+static void post(dispatch_t* ds, int i, int rc) {
     (void)rc; // as layer.c, exchange errors are not reported mid-step
-    dispatch_started(ds);
+    dispatch_started(ds, i);
 }
 
 // Receives of the P - 1 partials this rank's tokens get, `w` floats per token.
@@ -78,8 +79,9 @@ static void post_partial_recvs(train_t* tr, int w) {
     long n = (long)tr->Tl * w;
     for (int p = 0; p < tr->nranks; p++)
         if (p != tr->rank)
-            post(ds, MPI_Irecv(ds->precv + p * n, (int)n, MPI_FLOAT, p, TAG_PART, tr->comm.comm,
-                               &ds->reqs[REQ_PART + p]));
+            post(ds, REQ_PART + p,
+                 MPI_Irecv(ds->precv + p * n, (int)n, MPI_FLOAT, p, TAG_PART, tr->comm.comm,
+                           &ds->reqs[REQ_PART + p]));
 }
 
 // Block b's partial is complete in psend[b]: send it to its owner (the own one stays).
@@ -87,8 +89,9 @@ static void send_partial(train_t* tr, int b, int w) {
     dispatch_t* ds = &tr->disp;
     if (b == tr->rank) return;
     long n = (long)tr->Tl * w;
-    post(ds, MPI_Isend(ds->psend + b * n, (int)n, MPI_FLOAT, b, TAG_PART, tr->comm.comm,
-                       &ds->reqs[REQ_PART + tr->nranks + b]));
+    post(ds, REQ_PART + tr->nranks + b,
+         MPI_Isend(ds->psend + b * n, (int)n, MPI_FLOAT, b, TAG_PART, tr->comm.comm,
+                   &ds->reqs[REQ_PART + tr->nranks + b]));
 }
 
 // out[t, :w] = sum over ranks p in order of the partials (own one from psend).
@@ -155,10 +158,12 @@ static const float* ring_advance(train_t* tr, int s, const float* cur, const flo
     if (s + 1 < P) {
         float* next = ds->xbuf + ((s + 1) % 2) * n;
         dispatch_wait(ds, REQ_SEND); // step s-1 sent from the buffer `next` is about to take
-        post(ds, MPI_Irecv(next, (int)n, MPI_FLOAT, (r - 1 + P) % P, TAG_RING, tr->comm.comm,
-                           &ds->reqs[REQ_RECV]));
-        post(ds, MPI_Isend(cur, (int)n, MPI_FLOAT, (r + 1) % P, TAG_RING, tr->comm.comm,
-                           &ds->reqs[REQ_SEND]));
+        post(ds, REQ_RECV,
+             MPI_Irecv(next, (int)n, MPI_FLOAT, (r - 1 + P) % P, TAG_RING, tr->comm.comm,
+                       &ds->reqs[REQ_RECV]));
+        post(ds, REQ_SEND,
+             MPI_Isend(cur, (int)n, MPI_FLOAT, (r + 1) % P, TAG_RING, tr->comm.comm,
+                       &ds->reqs[REQ_SEND]));
     }
     return cur;
 }
@@ -196,8 +201,9 @@ static void slice_start(train_t* tr, const float* src, int j) {
     long wmax = (d + C - 1) / C;
     float* pack = ds->slice_send + (j % 2) * (long)Tl * wmax;
     for (long t = 0; t < Tl; t++) memcpy(pack + t * w, src + t * d + c0, sizeof(float) * w);
-    post(ds, MPI_Iallgather(pack, Tl * w, MPI_FLOAT, ds->slice_recv + (j % 2) * tr->T * wmax,
-                            Tl * w, MPI_FLOAT, tr->comm.comm, &ds->reqs[j % 2]));
+    post(ds, j % 2,
+         MPI_Iallgather(pack, Tl * w, MPI_FLOAT, ds->slice_recv + (j % 2) * tr->T * wmax, Tl * w,
+                        MPI_FLOAT, tr->comm.comm, &ds->reqs[j % 2]));
 }
 
 static const float* slice_wait(train_t* tr, int j) {

@@ -62,7 +62,10 @@ int main(int argc, char** argv) {
         fprintf(stderr, "moed: error: unknown command '%s' (moed --help)\n", cmd);
         return MOED_ERR_CONFIG;
     }
-    MPI_Init(&argc, &argv);
+    // MULTIPLE: with comm.progress = thread a progress thread completes exchanges while the
+    // main thread posts the next ones (daemon/dispatch.h); the level is checked there.
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     int rc = fn(argc, argv, MPI_COMM_WORLD);
     kern_shutdown();
     MPI_Finalize();

@@ -1,5 +1,6 @@
 // The training step and the set-up of everything it touches.
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "compute/capacity.h"
@@ -120,6 +121,13 @@ int train_setup(train_t* tr, MPI_Comm comm) {
     for (int l = 0; rc == MPI_SUCCESS && l < m->L; l++)
         rc = comm_route_alloc(&tr->comm, &tr->acts[l].route);
     if (rc != MPI_SUCCESS) return MOED_ERR_OTHER;
+    char err[160];
+    const cfg_t* c = &tr->cfg;
+    if ((rc = dispatch_start(&tr->disp, c->comm.dispatcher, c->comm.progress, c->compute.threads,
+                             comm, err, sizeof err))) {
+        fprintf(stderr, "moed: error: rank %d: %s\n", tr->rank, err);
+        return rc;
+    }
     model_init(&tr->model, (uint64_t)tr->cfg.train.seed);
     train_repack(tr);
     tr->step = 0;
@@ -136,6 +144,7 @@ void train_repack(train_t* tr) {
 }
 
 void train_free(train_t* tr) {
+    dispatch_stop(&tr->disp);
     for (int l = 0; l < tr->model.L; l++) comm_route_free(&tr->acts[l].route);
     comm_free(&tr->comm);
 }

@@ -32,6 +32,7 @@ for p in 1 2 4; do
   expect $p "bad dispatcher" "comm.dispatcher" "$TINY" --set comm.dispatcher=alltoall
   expect $p "chunks out of range" "comm.chunks" "$TINY" --set comm.chunks=0
   expect $p "bad chunk axis" "comm.chunk_axis" "$TINY" --set comm.chunk_axis=experts
+  expect $p "bad progress mode" "comm.progress" "$TINY" --set comm.progress=poll
   expect $p "ring embed chunks > d_model" "comm.chunks" "$TINY" --set comm.dispatcher=ring \
     --set comm.chunk_axis=embed --set comm.chunks=33
 done

@@ -2,6 +2,8 @@
 # - The progress line and metrics.jsonl split each step into compute, exposed comm and
 #   comm hidden behind compute: zero hidden for the blocking alltoallv, some for
 #   alltoallv_chunked and ring; alltoallv_chunked ends with alltoallv's weights.
+# - comm.progress = thread (both overlapping strategies): the same weights as with MPI_Test
+#   progress, and some comm hidden.
 # - ring, both chunk axes: the same weights with 1 and 2 threads per rank at P = 2.
 # - auto: the timings of every strategy and the choice are printed, and the run is
 #   bit-identical to one that names the chosen strategy outright (the timing passes do
@@ -34,6 +36,18 @@ for disp in alltoallv alltoallv_chunked ring; do
 done
 check "alltoallv_chunked = alltoallv (${digest[alltoallv_chunked]})" \
   [ "${digest[alltoallv_chunked]}" = "${digest[alltoallv]}" ]
+# comm.progress = thread: the same weights as alltoallv, and the comm still hidden
+for disp in alltoallv_chunked ring; do
+  run_np 2 run "$CFG" --set run.dir="$WORK/$disp-thread" --set train.steps=20 \
+    --set comm.dispatcher=$disp --set comm.progress=thread
+  check "$disp with the progress thread exits 0 (got $RC)" [ "$RC" -eq 0 ]
+  hid=$(overlap_sum "$WORK/$disp-thread")
+  echo "    $disp, progress thread: hidden comm over 20 steps $hid s"
+  check "$disp with the progress thread hides some comm ($hid s)" awk "BEGIN { exit !($hid > 0) }"
+  dt=$(digest_of "$OUT")
+  check "$disp: the progress thread changes no weight ($dt vs ${digest[$disp]})" \
+    [ -n "$dt" -a "$dt" = "${digest[$disp]}" ]
+done
 # ring at a fixed P: the same weights with 2 threads per rank (and the embed axis as well)
 for axis in tokens embed; do
   OMP_NUM_THREADS=2 run_np 2 run "$CFG" --set run.dir="$WORK/ring-$axis-t2" --set train.steps=20 \

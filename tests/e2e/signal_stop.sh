@@ -1,11 +1,17 @@
 # SIGTERM and SIGINT sent to mpiexec reach every rank; rank 0 decides, all ranks stop at the
-# same step boundary and exit 0 with a line saying so (no hang, no partial step).
+# same step boundary and exit 0 with a line saying so (no hang, no partial step). SIGTERM
+# once more with the chunked dispatcher's progress thread running (it blocks the signals,
+# the main thread stops at the step boundary, the thread is joined on the way out).
 source "$MOED_SRC/tests/common/e2e_lib.sh"
-for sig in TERM INT; do
-  dir=$WORK/run-$sig
+for case in TERM INT TERM-thread; do
+  sig=${case%-thread}
+  extra=()
+  [ "$case" = TERM-thread ] &&
+    extra=(--set comm.dispatcher=alltoallv_chunked --set comm.progress=thread)
+  dir=$WORK/run-$case
   set +e
   timeout -k 5 120 "$MPIEXEC" -n 2 "$MOED" run "$MOED_SRC/config/tiny.ini" --set run.dir="$dir" \
-    --set train.steps=100000000 > "$WORK/out-$sig" 2> "$WORK/err-$sig" &
+    --set train.steps=100000000 "${extra[@]}" > "$WORK/out-$case" 2> "$WORK/err-$case" &
   pid=$!
   for _ in $(seq 1 200); do
     [ -s "$dir/metrics.jsonl" ] && [ "$(wc -l < "$dir/metrics.jsonl")" -ge 20 ] && break
@@ -17,12 +23,12 @@ for sig in TERM INT; do
   kill -$sig "$(pgrep -P $pid)"
   wait $pid; rc=$?
   set -e
-  tail -2 "$WORK/out-$sig"
-  [ "$rc" -eq 0 ] || tail -5 "$WORK/err-$sig"
-  check "SIG$sig: exit 0 (got $rc)" [ "$rc" -eq 0 ]
-  check "SIG$sig: says it stopped" grep -q "SIG$sig received: stopped cleanly after [0-9]* steps" "$WORK/out-$sig"
-  n=$(sed -n 's/.*stopped cleanly after \([0-9]*\) steps.*/\1/p' "$WORK/out-$sig")
+  tail -2 "$WORK/out-$case"
+  [ "$rc" -eq 0 ] || tail -5 "$WORK/err-$case"
+  check "SIG$case: exit 0 (got $rc)" [ "$rc" -eq 0 ]
+  check "SIG$case: says it stopped" grep -q "SIG$sig received: stopped cleanly after [0-9]* steps" "$WORK/out-$case"
+  n=$(sed -n 's/.*stopped cleanly after \([0-9]*\) steps.*/\1/p' "$WORK/out-$case")
   lines=$(wc -l < "$dir/metrics.jsonl")
-  check "SIG$sig: metrics.jsonl holds exactly the $n completed steps ($lines)" [ "$n" = "$lines" ]
+  check "SIG$case: metrics.jsonl holds exactly the $n completed steps ($lines)" [ "$n" = "$lines" ]
 done
 finish

@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "compute/kernels/kernels.h"
 #include "compute/optim.h"
@@ -48,9 +49,9 @@ void* __wrap_aligned_alloc(size_t al, size_t n) {
 
 static int rank;
 
-// Four steps with comm.dispatcher = `dispatcher` and comm.chunk_axis = `axis`; none of the
-// last three may allocate.
-static void run(const char* dispatcher, const char* axis) {
+// Four steps with comm.dispatcher = `dispatcher`, comm.chunk_axis = `axis` and
+// comm.progress = `progress`; none of the last three may allocate.
+static void run(const char* dispatcher, const char* axis, const char* progress) {
     char err[CFG_ERRLEN], kv[64];
     cfg_t c;
     cfg_defaults(&c);
@@ -62,12 +63,15 @@ static void run(const char* dispatcher, const char* axis) {
     REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
     snprintf(kv, sizeof kv, "comm.chunk_axis=%s", axis);
     REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
+    snprintf(kv, sizeof kv, "comm.progress=%s", progress);
+    REQUIRE(cfg_set(&c, kv, err, sizeof err) == 0);
     n_alloc = 0;
 
     static train_t tr;
     static data_t D;
     arena_t a, ad;
     REQUIRE(tu_train_new(&tr, &a, &c, MPI_COMM_WORLD) == 0);
+    REQUIRE(tr.disp.thread == (!strcmp(progress, "thread") && strcmp(dispatcher, "alltoallv")));
     arena_begin_count(&ad);
     data_layout(&D, &c, tr.Tl, &ad);
     long n = (long)tr.Tl * c.model.d_model;
@@ -91,8 +95,8 @@ static void run(const char* dispatcher, const char* axis) {
         if (rank == 0) metrics_step(&mt, &tr, step + 1, &st, 0.01);
         counting = 0;
     }
-    printf("rank %d: %s (%s): %ld allocations by moed code during 3 steps\n", rank, dispatcher,
-           axis, n_alloc);
+    printf("rank %d: %s (%s, progress %s): %ld allocations by moed code during 3 steps\n", rank,
+           dispatcher, axis, progress, n_alloc);
     REQUIRE(n_alloc == 0);
     // the counter itself works: an allocation while counting is seen
     counting = 1;
@@ -108,12 +112,18 @@ static void run(const char* dispatcher, const char* axis) {
 }
 
 int main(int argc, char** argv) {
-    MPI_Init(&argc, &argv);
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    run("alltoallv", "tokens");
-    run("alltoallv_chunked", "tokens");
-    run("ring", "tokens");
-    run("ring", "embed");
+    REQUIRE(provided == MPI_THREAD_MULTIPLE);
+    run("alltoallv", "tokens", "test");
+    // The progress thread is created with the training state, not in the step loop.
+    for (int th = 0; th < 2; th++) {
+        const char* progress = th ? "thread" : "test";
+        run("alltoallv_chunked", "tokens", progress);
+        run("ring", "tokens", progress);
+        run("ring", "embed", progress);
+    }
     MPI_Finalize();
     return 0;
 }

@@ -54,6 +54,7 @@ static const char* all_keys[] = {
     "comm.dispatcher",
     "comm.chunks",
     "comm.chunk_axis",
+    "comm.progress",
     "compute.isa",
     "compute.threads",
     "log.every",
@@ -181,6 +182,7 @@ START_TEST(test_defaults) {
     ck_assert_int_eq(c.comm.dispatcher, CFG_DISPATCH_ALLTOALLV);
     ck_assert_int_eq(c.comm.chunks, 4);
     ck_assert_int_eq(c.comm.chunk_axis, CFG_CHUNK_TOKENS);
+    ck_assert_int_eq(c.comm.progress, CFG_PROGRESS_AUTO);
     ck_assert_int_eq(c.compute.isa, CFG_ISA_AUTO);
     ck_assert_int_eq(c.compute.threads, 1);
     ck_assert_int_eq(c.log.every, 10);
@@ -334,6 +336,7 @@ START_TEST(test_bad_enum) {
     expect_set_error("checkpoint.resume=sometimes", "must be one of: never, auto");
     expect_set_error("comm.dispatcher=alltoall", "comm.dispatcher");
     expect_set_error("comm.chunk_axis=experts", "must be one of: tokens, embed");
+    expect_set_error("comm.progress=poll", "must be one of: auto, test, thread");
 }
 END_TEST
 

@@ -30,7 +30,8 @@ static void check_table(const kern_table_t* t) {
             for (int acc = 0; acc < 2; acc++) {
                 tu_fill_normal(c1, (long)m * n, 33 + s, 1.0f);
                 memcpy(c2, c1, sizeof(float) * (size_t)m * n);
-                dispatch_t ds = {0};
+                // active: an exchange "in flight" (no requests), so the product is tiled
+                dispatch_t ds = {.active = 1};
                 kern->sgemm(m, n, k, a, rsa, csa, b, rsb, csb, c1, n, acc);
                 dispatch_sgemm(&ds, m, n, k, a, rsa, csa, b, rsb, csb, c2, n, acc);
                 ck_assert_msg(!memcmp(c1, c2, sizeof(float) * (size_t)m * n),
