@@ -29,6 +29,7 @@ for p in 1 2 4; do
   expect $p "unknown --set key" "train.nope" "$TINY" --set train.nope=1
   expect $p "out of range" "model.top_k" "$TINY" --set model.top_k=9
   expect $p "bad enum" "compute.isa" "$TINY" --set compute.isa=sse9
+  expect $p "bad enum" "compute.prepack" "$TINY" --set compute.prepack=yes
   expect $p "bad dispatcher" "comm.dispatcher" "$TINY" --set comm.dispatcher=alltoall
   expect $p "chunks out of range" "comm.chunks" "$TINY" --set comm.chunks=0
   expect $p "bad chunk axis" "comm.chunk_axis" "$TINY" --set comm.chunk_axis=experts

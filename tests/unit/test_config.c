@@ -57,6 +57,7 @@ static const char* all_keys[] = {
     "comm.progress",
     "compute.isa",
     "compute.threads",
+    "compute.prepack",
     "log.every",
     "log.dead_expert_steps",
     "run.dir",
@@ -377,6 +378,7 @@ START_TEST(test_out_of_range) {
                                 "data.teacher_top_k=0",
                                 "data.teacher_d_ff=0",
                                 "compute.threads=0",
+                                "compute.prepack=on",
                                 "compute.threads=1025",
                                 "log.every=0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
