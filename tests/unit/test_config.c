@@ -332,6 +332,7 @@ START_TEST(test_bad_enum) {
     expect_file_error("[model]\nrouter = relu\n", "model.router");
     expect_file_error("[model]\nrouter = relu\n", "softmax, sigmoid");
     expect_set_error("compute.isa=sse", "must be one of: auto, ref, avx2, avx512");
+    expect_set_error("compute.prepack=on", "must be one of: off, forward, all");
     // Values of later features are not accepted yet.
     expect_set_error("data.source=csv", "data.source");
     expect_set_error("checkpoint.resume=sometimes", "must be one of: never, auto");
@@ -378,7 +379,6 @@ START_TEST(test_out_of_range) {
                                 "data.teacher_top_k=0",
                                 "data.teacher_d_ff=0",
                                 "compute.threads=0",
-                                "compute.prepack=on",
                                 "compute.threads=1025",
                                 "log.every=0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
