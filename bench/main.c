@@ -13,8 +13,8 @@ static const struct {
 } subcommands[] = {
     {"peak", bench_peak, "measured FMA peak per core and for all threads, per ISA"},
     {"gemm", bench_gemm,
-     "grouped GEMM shapes of the MoE layer vs OpenBLAS and oneDNN [--quick] [--reps N] "
-     "[--isa NAME|all] [--threads N]"},
+     "grouped GEMM shapes of the MoE layer, even and uneven groups, vs OpenBLAS and oneDNN "
+     "[--quick] [--uneven-only] [--check] [--reps N] [--isa NAME|all] [--threads N]"},
     {"layer", bench_layer,
      "one MoE layer's training step [--threads N] [--reps N] [--isa NAME] [--quick]"},
     {"comm", bench_comm,

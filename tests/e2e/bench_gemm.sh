@@ -1,0 +1,47 @@
+# moed-bench gemm's uneven groups, as a smoke test: the uneven E=8 shape (groups of 0, 1, 7,
+# 33, 517 ... rows) runs through ours, OpenBLAS and oneDNN at 1 thread, one round, and with
+# --check every result must match OpenBLAS's; bad options exit 2. Skipped (77) in builds
+# without moed-bench (the sanitizer build leaves it out).
+source "$MOED_SRC/tests/common/e2e_lib.sh"
+BENCH=$MOED_BUILD/moed-bench
+[ -x "$BENCH" ] || { echo "skip: $BENCH not built"; exit 77; }
+
+set +e
+timeout -k 5 300 "$BENCH" gemm --uneven-only --quick --reps 1 --threads 1 --no-ffn --check \
+  >"$WORK/out" 2>"$WORK/err"
+RC=$?
+set -e
+cat "$WORK/out" "$WORK/err"
+check "gemm --uneven-only --quick --check exits 0" [ "$RC" -eq 0 ]
+check "one uneven shape, no even one" \
+  [ "$(grep -c '^E=8 uneven groups, 4096 rows in all, d=512 f=1024, 1 thread' "$WORK/out")" -eq 1 -a \
+    "$(grep -c '^E=[0-9]* groups x' "$WORK/out")" -eq 0 ]
+# The printed group sizes sum to the total and include the empty and the 1-row group.
+sizes=$(grep -A1 '^E=8 uneven' "$WORK/out" | tail -1)
+check "group sizes printed, summing to 4096" \
+  [ "$(echo "$sizes" | wc -w)" -eq 8 -a \
+    "$(echo "$sizes" | awk '{for (i = 1; i <= NF; i++) t += $i; print t}')" -eq 4096 ]
+check "sizes include 0 and 1 rows" bash -c "echo ' $sizes ' | grep -q ' 0 ' && echo ' $sizes ' | grep -q ' 1 '"
+# Five products and their sum, each with positive rates for ours, OpenBLAS and oneDNN, and a
+# relative difference from OpenBLAS for oneDNN and ours.
+for prod in up down dA dW dX; do
+  line=$(grep -E "^  $prod +" "$WORK/out" | head -1)
+  check "$prod: rates and diffs printed" \
+    bash -c "echo '$line' | grep -qE '\| +[0-9]+\.[0-9] +[0-9.]+ \| +[0-9]+\.[0-9] +[0-9]+\.[0-9] \|.*oneDNN [0-9.]+e[-+][0-9]+ [a-z0-9]+ [0-9.]+e[-+][0-9]+'"
+done
+check "the all row has ratios vs OpenBLAS and oneDNN" \
+  bash -c "grep -E '^  all ' '$WORK/out' | grep -qE '\| +[0-9]+\.[0-9]{2} +[0-9]+\.[0-9]{2}$'"
+check "no check failure" bash -c "! grep -q 'check FAILED' '$WORK/out'"
+check "rows-dependent dims shown as var" [ "$(grep -cE '^  (up|down|dA|dW|dX) .* var ' "$WORK/out")" -eq 5 ]
+
+set +e
+"$BENCH" gemm --uneven-only --bogus >/dev/null 2>"$WORK/err"; RC=$?
+set -e
+check "unknown option exits 2 with a message" \
+  bash -c "[ $RC -eq 2 ] && grep -q \"unknown option '--bogus'\" '$WORK/err'"
+set +e
+"$BENCH" gemm --uneven-only --ffn-only >/dev/null 2>"$WORK/err"; RC=$?
+set -e
+check "--uneven-only with --ffn-only exits 2" \
+  bash -c "[ $RC -eq 2 ] && grep -q 'leave nothing to run' '$WORK/err'"
+finish
