@@ -6,9 +6,10 @@
 // warm-up iterations, a rank's time is the mean over the timed ones, and min/avg/max are
 // taken across ranks. GB/s per rank counts the bytes a rank sends in both directions
 // (dispatch rows + combine rows), as OSU counts a message once. The count exchange, the
-// same for all strategies, is left out. "alltoallv" adds permute_rows, the expert-order
-// reorder both ways and the weighted unpermute to the raw exchanges: its ratio to raw is
-// the permute/pack overhead.
+// same for all strategies, is left out. "alltoallv" is what that dispatcher runs: the token
+// rows packed and sent in one call (comm_dispatch_tokens), the combine, and the weighted
+// unpermute; "... no unpermute" leaves out the unpermute (compute, not packing): its ratio
+// to raw is the permute/pack overhead. --alltoallv-only prints just those and raw.
 //
 // "ring (traffic)" moves what the ring dispatcher moves (routing and token rows all-gathered,
 // partial outputs exchanged and summed in rank order) with MPI collectives of the same
@@ -96,10 +97,14 @@ static void run_raw(ex_t* x) {
                   r->send_displs, row, x->cx->comm);
 }
 
-static void run_alltoallv(ex_t* x) {
-    permute_rows(x->Tl, x->k, D, x->slot_pos, x->xn, x->xs);
-    comm_dispatch(x->cx, x->route, x->xs, x->xe, D);
+// The exchange of the alltoallv dispatcher: token rows packed and sent, combined back.
+static void run_exchange(ex_t* x) {
+    comm_dispatch_tokens(x->cx, x->route, x->Tl, x->k, x->slot_pos, x->xn, x->xs, x->xe, D);
     comm_combine(x->cx, x->route, x->xe, x->yslot, D);
+}
+
+static void run_alltoallv(ex_t* x) {
+    run_exchange(x);
     unpermute_forward(x->Tl, x->k, D, x->slot_pos, x->gates, x->yslot, x->out);
 }
 
@@ -178,7 +183,7 @@ static void report(const char* name, double t, double bytes, double raw_avg, dou
            bsum / g_P / avg / 1e9, raw_avg > 0 ? avg / raw_avg : 1.0);
 }
 
-static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
+static void exchange_case(int Tl, int k, int skew, int warm, int iters, int alltoallv_only) {
     long slots = (long)Tl * k;
     ex_t x = {.Tl = Tl, .k = k};
     int* sel = xalloc(sizeof(int) * slots);
@@ -251,10 +256,13 @@ static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
     report("raw MPI_Alltoallv", time_it(run_raw, &x, warm, iters), bytes, 0, &raw);
     MPI_Bcast(&raw, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     report("alltoallv", time_it(run_alltoallv, &x, warm, iters), bytes, raw, NULL);
-    report("alltoallv_chunked", time_it(run_chunked, &x, warm, iters), bytes, raw, NULL);
-    // ring moves (P-1)/P of all token rows and of all partial outputs, whatever k is: its
-    // GB/s counts those bytes, its ratio is to raw Alltoallv of the routed rows.
-    report("ring (traffic)", time_it(run_ring, &x, warm, iters), ring_bytes, raw, NULL);
+    report("  ... no unpermute", time_it(run_exchange, &x, warm, iters), bytes, raw, NULL);
+    if (!alltoallv_only) {
+        report("alltoallv_chunked", time_it(run_chunked, &x, warm, iters), bytes, raw, NULL);
+        // ring moves (P-1)/P of all token rows and of all partial outputs, whatever k is: its
+        // GB/s counts those bytes, its ratio is to raw Alltoallv of the routed rows.
+        report("ring (traffic)", time_it(run_ring, &x, warm, iters), ring_bytes, raw, NULL);
+    }
 
     free(sel), free(x.gates), free(x.slot_pos), free(x.slot_pos_chunked);
     free(ch.send_ec), free(ch.recv_ec), free(ch.tmp), free(ch.counts), free(ch.send_off);
@@ -344,12 +352,14 @@ static void step_case(int Tl, int f, int reps) {
 }
 
 int bench_comm(int argc, char** argv) {
-    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0;
+    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0, alltoallv_only = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1, iters = 4, warm = 1, reps = 3;
         else if (!strcmp(argv[i], "--steps-only"))
             steps_only = 1;
+        else if (!strcmp(argv[i], "--alltoallv-only")) // raw and alltoallv rows, no steps
+            alltoallv_only = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
         else {
@@ -379,10 +389,13 @@ int bench_comm(int argc, char** argv) {
     int tls[] = {512, 2048, 8192}, ks[] = {2, 8};
     for (int ti = 0; ti < (steps_only ? 0 : quick ? 2 : 3); ti++)
         for (int ki = 0; ki < 2; ki++)
-            for (int skew = 0; skew < 2; skew++) exchange_case(tls[ti], ks[ki], skew, warm, iters);
-    if (g_rank == 0) printf("full training step (1 layer), medians of %d steps:\n", reps);
+            for (int skew = 0; skew < 2; skew++)
+                exchange_case(tls[ti], ks[ki], skew, warm, iters, alltoallv_only);
+    if (g_rank == 0 && !alltoallv_only)
+        printf("full training step (1 layer), medians of %d steps:\n", reps);
     int fs[] = {64, 256};
-    for (int fi = 0; fi < (quick ? 1 : 2); fi++) step_case(quick ? 512 : 2048, fs[fi], reps);
+    for (int fi = 0; fi < (alltoallv_only ? 0 : quick ? 1 : 2); fi++)
+        step_case(quick ? 512 : 2048, fs[fi], reps);
     kern_shutdown();
     MPI_Finalize();
     return 0;
