@@ -2,13 +2,16 @@
 //
 // Part 1, OSU-style: dispatch + combine of a real routed batch (d = 1024, E = 16, uniform and
 // Zipf-skewed routing, 512..8192 tokens per rank, k = 2 and 8) per strategy, beside raw
-// MPI_Alltoallv of the same row counts. Each iteration starts after a barrier; after
-// warm-up iterations, a rank's time is the mean over the timed ones, and min/avg/max are
-// taken across ranks. GB/s per rank counts the bytes a rank sends in both directions
-// (dispatch rows + combine rows), as OSU counts a message once. The count exchange, the
-// same for all strategies, is left out. "alltoallv" adds permute_rows, the expert-order
-// reorder both ways and the weighted unpermute to the raw exchanges: its ratio to raw is
-// the permute/pack overhead.
+// MPI_Alltoallv of the same row counts. Each iteration starts after a barrier, and the
+// strategies take turns iteration by iteration; after warm-up rounds, a rank's time is the
+// mean over the timed ones, and min/avg/max are taken across ranks. GB/s per rank counts the bytes
+// a rank sends in both directions (dispatch rows + combine rows), as OSU counts a message once. The
+// count exchange, the same for all strategies, is left out. "alltoallv" is what that dispatcher
+// runs: the token rows packed and sent in one call (comm_dispatch_tokens), the combine, and the
+// weighted unpermute; "... no unpermute" leaves out the unpermute (compute, not packing): its ratio
+// to raw is the permute/pack overhead. "Alltoallw, types" is the same exchange with MPI
+// derived datatypes (the alternative exchange.c measured and rejected). --alltoallv-only
+// prints just those and raw.
 //
 // "ring (traffic)" moves what the ring dispatcher moves (routing and token rows all-gathered,
 // partial outputs exchanged and summed in rank order) with MPI collectives of the same
@@ -75,9 +78,20 @@ typedef struct {
     int* row;         // [P * Tl, k] expert-side row of each local slot, else -1
 } ring_bufs_t;
 
+// The derived-datatype alternative to the block messages (MPI_Alltoallw): per destination
+// an indexed-block type picking its rows from the token rows (a token once per slot), per
+// source an indexed type placing its expert blocks in the expert layout.
+typedef struct {
+    int* row_token;                      // [n_send] token of each send row
+    int *blk_len, *blk_row;              // [P, El] rows and expert-side start of block (p, e)
+    int *ones, *zeros, *displs;          // [P] Alltoallw counts and byte displacements
+    MPI_Datatype *tok_t, *exp_t, *row_t; // [P]
+} w_bufs_t;
+
 typedef struct {
     comm_ctx_t* cx;
     ring_bufs_t rg;
+    w_bufs_t w;
     comm_route_t* route;
     comm_chunks_t* ch;
     int Tl, k;
@@ -96,10 +110,14 @@ static void run_raw(ex_t* x) {
                   r->send_displs, row, x->cx->comm);
 }
 
-static void run_alltoallv(ex_t* x) {
-    permute_rows(x->Tl, x->k, D, x->slot_pos, x->xn, x->xs);
-    comm_dispatch(x->cx, x->route, x->xs, x->xe, D);
+// The exchange of the alltoallv dispatcher: token rows packed and sent, combined back.
+static void run_exchange(ex_t* x) {
+    comm_dispatch_tokens(x->cx, x->route, x->Tl, x->k, x->slot_pos, x->xn, x->xs, x->xe, D);
     comm_combine(x->cx, x->route, x->xe, x->yslot, D);
+}
+
+static void run_alltoallv(ex_t* x) {
+    run_exchange(x);
     unpermute_forward(x->Tl, x->k, D, x->slot_pos, x->gates, x->yslot, x->out);
 }
 
@@ -117,6 +135,67 @@ static void run_chunked(ex_t* x) {
     }
     for (int c = 0; c < ch->C; c++) MPI_Wait(&x->reqs[ch->C + c], MPI_STATUS_IGNORE);
     unpermute_forward(x->Tl, x->k, D, x->slot_pos_chunked, x->gates, x->yslot, x->out);
+}
+
+// dispatch + combine with MPI_Alltoallw and derived types. The types depend on the step's
+// counts, so they are built, committed and freed every iteration, as a step would have to.
+static void run_alltoallw(ex_t* x) {
+    w_bufs_t* w = &x->w;
+    const comm_route_t* r = x->route;
+    int El = NE / g_P;
+    MPI_Datatype row;
+    comm_row_type(x->cx, D, &row);
+    for (int p = 0; p < g_P; p++) {
+        MPI_Type_create_indexed_block(r->send_counts[p], 1, w->row_token + r->send_displs[p], row,
+                                      &w->tok_t[p]);
+        MPI_Type_indexed(El, w->blk_len + p * El, w->blk_row + p * El, row, &w->exp_t[p]);
+        MPI_Type_commit(&w->tok_t[p]);
+        MPI_Type_commit(&w->exp_t[p]);
+    }
+    MPI_Alltoallw(x->xn, w->ones, w->zeros, w->tok_t, x->xe, w->ones, w->zeros, w->exp_t,
+                  x->cx->comm);
+    MPI_Alltoallw(x->xe, w->ones, w->zeros, w->exp_t, x->yslot, r->send_counts, w->displs, w->row_t,
+                  x->cx->comm);
+    for (int p = 0; p < g_P; p++) MPI_Type_free(&w->tok_t[p]), MPI_Type_free(&w->exp_t[p]);
+}
+
+// Sets up run_alltoallw's arrays and checks that it lands exactly what run_exchange lands.
+static void alltoallw_setup(ex_t* x) {
+    w_bufs_t* w = &x->w;
+    const comm_route_t* r = x->route;
+    int El = NE / g_P;
+    long slots = (long)x->Tl * x->k, n_recv = r->n_recv > 0 ? r->n_recv : 1;
+    w->row_token = xalloc(sizeof(int) * (slots ? slots : 1));
+    for (long s = 0; s < slots; s++) w->row_token[x->slot_pos[s]] = (int)(s / x->k);
+    w->blk_len = xalloc(sizeof(int) * g_P * El);
+    w->blk_row = xalloc(sizeof(int) * g_P * El);
+    for (int e = 0; e < El; e++)
+        for (int p = 0, at = r->expert_offsets[e]; p < g_P; p++) {
+            w->blk_len[p * El + e] = r->recv_expert_counts[p * El + e];
+            w->blk_row[p * El + e] = at;
+            at += w->blk_len[p * El + e];
+        }
+    w->ones = xalloc(sizeof(int) * g_P), w->zeros = xalloc(sizeof(int) * g_P);
+    w->displs = xalloc(sizeof(int) * g_P);
+    w->tok_t = xalloc(sizeof(MPI_Datatype) * g_P), w->exp_t = xalloc(sizeof(MPI_Datatype) * g_P);
+    w->row_t = xalloc(sizeof(MPI_Datatype) * g_P);
+    for (int p = 0; p < g_P; p++) {
+        w->ones[p] = 1;
+        w->displs[p] = (int)((long)r->send_displs[p] * D * sizeof(float)); // < 2^31: bench sizes
+        comm_row_type(x->cx, D, &w->row_t[p]);
+    }
+    float* want = xalloc(sizeof(float) * n_recv * D);
+    run_exchange(x);
+    memcpy(want, x->xe, sizeof(float) * n_recv * D);
+    memset(x->xe, 0, sizeof(float) * n_recv * D);
+    run_alltoallw(x);
+    if (memcmp(want, x->xe, sizeof(float) * r->n_recv * D)) die("Alltoallw rows differ");
+    free(want);
+}
+
+static void alltoallw_free(w_bufs_t* w) {
+    free(w->row_token), free(w->blk_len), free(w->blk_row), free(w->ones), free(w->zeros);
+    free(w->displs), free(w->tok_t), free(w->exp_t), free(w->row_t);
 }
 
 // The ring dispatcher's traffic and copies, with MPI collectives of the same sizes in place
@@ -152,15 +231,19 @@ static void run_ring(ex_t* x) {
     }
 }
 
-static double time_it(void (*fn)(ex_t*), ex_t* x, int warm, int iters) {
-    double total = 0;
-    for (int i = 0; i < warm + iters; i++) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = MPI_Wtime();
-        fn(x);
-        if (i >= warm) total += MPI_Wtime() - t0;
-    }
-    return total / iters;
+// Mean seconds per iteration of each of the n strategies on this rank, after `warm` untimed
+// rounds. The strategies take turns within every round (a barrier before each), so a change
+// in the machine's load during the run hits all of them alike and their ratios stay fair.
+static void time_all(int n, void (*const fn[])(ex_t*), ex_t* x, int warm, int iters, double* t) {
+    for (int j = 0; j < n; j++) t[j] = 0;
+    for (int i = 0; i < warm + iters; i++)
+        for (int j = 0; j < n; j++) {
+            MPI_Barrier(MPI_COMM_WORLD);
+            double t0 = MPI_Wtime();
+            fn[j](x);
+            if (i >= warm) t[j] += MPI_Wtime() - t0;
+        }
+    for (int j = 0; j < n; j++) t[j] /= iters;
 }
 
 // min/avg/max across ranks of t; printed with GB/s of the average and the ratio to raw.
@@ -178,7 +261,29 @@ static void report(const char* name, double t, double bytes, double raw_avg, dou
            bsum / g_P / avg / 1e9, raw_avg > 0 ? avg / raw_avg : 1.0);
 }
 
-static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
+// ring: every rank's routing, and the expert-side row of each slot on a local expert.
+static void ring_setup(ex_t* x, int* sel) {
+    int Tl = x->Tl, k = x->k, El = NE / g_P;
+    long slots = (long)Tl * k;
+    ring_bufs_t* rg = &x->rg;
+    long T = (long)Tl * g_P;
+    rg->sel = sel;
+    rg->sel_all = xalloc(sizeof(int) * T * k);
+    rg->gates_all = xalloc(sizeof(float) * T * k);
+    rg->xall = xalloc(sizeof(float) * T * D);
+    rg->part = xalloc(sizeof(float) * T * D);
+    rg->part_recv = xalloc(sizeof(float) * T * D);
+    rg->row = xalloc(sizeof(int) * T * k);
+    MPI_Allgather(sel, (int)slots, MPI_INT, rg->sel_all, (int)slots, MPI_INT, MPI_COMM_WORLD);
+    long ring_rows = 0;
+    for (int e = g_rank * El; e < (g_rank + 1) * El; e++)
+        for (long s = 0; s < T * k; s++)
+            if (rg->sel_all[s] == e) rg->row[s] = (int)ring_rows++;
+    for (long s = 0; s < T * k; s++)
+        if (rg->sel_all[s] / El != g_rank) rg->row[s] = -1;
+}
+
+static void exchange_case(int Tl, int k, int skew, int warm, int iters, int alltoallv_only) {
     long slots = (long)Tl * k;
     ex_t x = {.Tl = Tl, .k = k};
     int* sel = xalloc(sizeof(int) * slots);
@@ -221,25 +326,6 @@ static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
     x.out = xalloc(sizeof(float) * Tl * D);
     permute_rows(Tl, k, D, x.slot_pos, x.xn, x.xs);
 
-    // ring: every rank's routing, and the expert-side row of each slot on a local expert
-    ring_bufs_t* rg = &x.rg;
-    long T = (long)Tl * g_P;
-    rg->sel = sel;
-    rg->sel_all = xalloc(sizeof(int) * T * k);
-    rg->gates_all = xalloc(sizeof(float) * T * k);
-    rg->xall = xalloc(sizeof(float) * T * D);
-    rg->part = xalloc(sizeof(float) * T * D);
-    rg->part_recv = xalloc(sizeof(float) * T * D);
-    rg->row = xalloc(sizeof(int) * T * k);
-    MPI_Allgather(sel, (int)slots, MPI_INT, rg->sel_all, (int)slots, MPI_INT, MPI_COMM_WORLD);
-    long ring_rows = 0;
-    for (int e = g_rank * El; e < (g_rank + 1) * El; e++)
-        for (long s = 0; s < T * k; s++)
-            if (rg->sel_all[s] == e) rg->row[s] = (int)ring_rows++;
-    for (long s = 0; s < T * k; s++)
-        if (rg->sel_all[s] / El != g_rank) rg->row[s] = -1;
-    double ring_bytes = 2.0 * (g_P - 1) * Tl * D * sizeof(float);
-
     double bytes = (double)(route.n_send + route.n_recv) * D * sizeof(float);
     long nr_min = route.n_recv, nr_max = route.n_recv;
     MPI_Allreduce(MPI_IN_PLACE, &nr_min, 1, MPI_LONG, MPI_MIN, MPI_COMM_WORLD);
@@ -247,19 +333,29 @@ static void exchange_case(int Tl, int k, int skew, int warm, int iters) {
     if (g_rank == 0)
         printf("  %-7s tokens/rank %5d  k %d  rows received per rank %ld..%ld\n",
                skew ? "skewed" : "uniform", Tl, k, nr_min, nr_max);
-    double raw = 0;
-    report("raw MPI_Alltoallv", time_it(run_raw, &x, warm, iters), bytes, 0, &raw);
-    MPI_Bcast(&raw, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    report("alltoallv", time_it(run_alltoallv, &x, warm, iters), bytes, raw, NULL);
-    report("alltoallv_chunked", time_it(run_chunked, &x, warm, iters), bytes, raw, NULL);
+    alltoallw_setup(&x);
+    if (!alltoallv_only) ring_setup(&x, sel);
+    static const char* name[] = {"raw MPI_Alltoallv",  "alltoallv",         "  ... no unpermute",
+                                 "  Alltoallw, types", "alltoallv_chunked", "ring (traffic)"};
+    void (*const fn[])(ex_t*) = {run_raw,       run_alltoallv, run_exchange,
+                                 run_alltoallw, run_chunked,   run_ring};
+    double t[6], raw = 0;
+    int n = alltoallv_only ? 4 : 6;
+    time_all(n, fn, &x, warm, iters, t);
     // ring moves (P-1)/P of all token rows and of all partial outputs, whatever k is: its
     // GB/s counts those bytes, its ratio is to raw Alltoallv of the routed rows.
-    report("ring (traffic)", time_it(run_ring, &x, warm, iters), ring_bytes, raw, NULL);
+    double ring_bytes = 2.0 * (g_P - 1) * Tl * D * sizeof(float);
+    for (int j = 0; j < n; j++) {
+        report(name[j], t[j], j == 5 ? ring_bytes : bytes, raw, j == 0 ? &raw : NULL);
+        if (j == 0) MPI_Bcast(&raw, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    }
+    alltoallw_free(&x.w);
 
     free(sel), free(x.gates), free(x.slot_pos), free(x.slot_pos_chunked);
     free(ch.send_ec), free(ch.recv_ec), free(ch.tmp), free(ch.counts), free(ch.send_off);
     free(ch.recv_off), free(ch.fpos), free(x.reqs);
     free(x.xn), free(x.xs), free(x.xe), free(x.yslot), free(x.out);
+    ring_bufs_t* rg = &x.rg; // NULL members when ring_setup did not run
     free(rg->sel_all), free(rg->gates_all), free(rg->xall), free(rg->part), free(rg->part_recv);
     free(rg->row);
     comm_route_free(&route), comm_route_free(&route2);
@@ -352,11 +448,14 @@ static void step_case(int Tl, int f, int reps) {
 
 int bench_comm(int argc, char** argv) {
     int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0, tokens = 0, ff = 0;
+    int alltoallv_only = 0;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick"))
             quick = 1, iters = 4, warm = 1, reps = 3;
         else if (!strcmp(argv[i], "--steps-only"))
             steps_only = 1;
+        else if (!strcmp(argv[i], "--alltoallv-only")) // raw and alltoallv rows, no steps
+            alltoallv_only = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) // full steps timed per strategy
@@ -399,12 +498,13 @@ int bench_comm(int argc, char** argv) {
     int tls[] = {512, 2048, 8192}, ks[] = {2, 8};
     for (int ti = 0; ti < (steps_only ? 0 : quick ? 2 : 3); ti++)
         for (int ki = 0; ki < 2; ki++)
-            for (int skew = 0; skew < 2; skew++) exchange_case(tls[ti], ks[ki], skew, warm, iters);
-    if (g_rank == 0)
+            for (int skew = 0; skew < 2; skew++)
+                exchange_case(tls[ti], ks[ki], skew, warm, iters, alltoallv_only);
+    if (g_rank == 0 && !alltoallv_only)
         printf("full training step (1 layer), medians of %d steps, --progress %s:\n", reps,
                g_progress);
-    int fs[] = {64, 256}, nf = quick ? 1 : 2;
-    if (ff > 0) fs[0] = ff, nf = 1;
+    int fs[] = {64, 256}, nf = alltoallv_only ? 0 : quick ? 1 : 2;
+    if (ff > 0 && nf > 0) fs[0] = ff, nf = 1;
     for (int fi = 0; fi < nf; fi++)
         step_case(tokens > 0 ? tokens : quick ? 512 : 2048, fs[fi], reps);
     kern_shutdown();

@@ -56,7 +56,9 @@ int comm_init(comm_ctx_t* ctx, MPI_Comm comm, int n_experts, long max_rows, int 
         ctx->row_scratch = alloc_array(max_rows * max_width, sizeof(float));
         ctx->tree_scratch = alloc_array(comm_tree_scratch_len(max_tree, P), sizeof(double));
         ctx->int_scratch = alloc_array(4L * P * El + 8L * P, sizeof(int));
-        if (!ctx->row_scratch || !ctx->tree_scratch || !ctx->int_scratch) status = MPI_ERR_NO_MEM;
+        ctx->reqs = alloc_array(2L * P * El, sizeof(MPI_Request));
+        if (!ctx->row_scratch || !ctx->tree_scratch || !ctx->int_scratch || !ctx->reqs)
+            status = MPI_ERR_NO_MEM;
     }
 
     int agreed;
@@ -73,6 +75,7 @@ void comm_free(comm_ctx_t* ctx) {
     free(ctx->row_scratch);
     free(ctx->tree_scratch);
     free(ctx->int_scratch);
+    free(ctx->reqs);
     if (ctx->comm != MPI_COMM_NULL) MPI_Comm_free(&ctx->comm);
     memset(ctx, 0, sizeof(*ctx));
     ctx->comm = MPI_COMM_NULL;

@@ -2,10 +2,9 @@
 //
 // Rank r owns global experts [r*El, (r+1)*El) (El = E/P). A rank's outgoing rows (one per
 // routed slot) are sorted by global expert, then by global token index, so they are
-// already grouped by destination rank. After the exchange the expert side holds rows in
-// (source rank, local expert, token) order; comm_dispatch reorders them to (local expert,
-// source rank, token), which is global token order inside each expert's group, so every
-// expert sees its tokens in the same order whatever P is.
+// already grouped by destination rank. comm_dispatch lands them on the expert side in
+// (local expert, source rank, token) order, which is global token order inside each
+// expert's group, so every expert sees its tokens in the same order whatever P is.
 #ifndef MOED_COMM_H
 #define MOED_COMM_H
 
@@ -28,6 +27,7 @@ typedef struct {
     float* row_scratch;   // [max_rows, max_width]
     double* tree_scratch; // tree reduction work space
     int* int_scratch;     // [4 * P * El + 8 * P]
+    MPI_Request* reqs;    // [2 * P * El] one per block of a dispatch or combine
     // Row datatypes (`width` contiguous floats) committed on first use and freed by
     // comm_free. A few widths only ever occur (d_model forward and backward), so a tiny
     // cache replaced round-robin keeps type creation out of the steady state.
@@ -63,11 +63,22 @@ void comm_route_free(comm_route_t* route);
 int comm_exchange_counts(comm_ctx_t* ctx, comm_route_t* route);
 
 // Token side -> expert side. send: [n_send, width] rows sorted by (global expert, token).
-// recv: [n_recv, width] in (local expert, source rank, token) order. Collective
-// (MPI_Alltoallv, rows sent as a contiguous datatype of `width` floats, so counts never
-// overflow int).
+// recv: [n_recv, width] in (local expert, source rank, token) order. Collective (one
+// message per nonempty (rank pair, local expert) block, rows sent as a contiguous datatype
+// of `width` floats, so counts never overflow int; exchange.c says why not MPI_Alltoallv).
 int comm_dispatch(comm_ctx_t* ctx, const comm_route_t* route, const float* send, float* recv,
                   int width);
+// comm_dispatch of the token rows themselves, without building `send` first: slot (t, i)
+// carries row x[t] and has send row slot_pos[t*k+i] (negative: dropped), as permute_plan
+// gives. Rows for other ranks are packed at their send rows of stage [n_send, width]; rows
+// for this rank's experts are copied from x straight to recv. recv ends bit-identical to
+// permute_rows into `send` followed by comm_dispatch.
+int comm_dispatch_tokens(comm_ctx_t* ctx, const comm_route_t* route, int T, int k,
+                         const int* slot_pos, // [T, k]
+                         const float* x,      // [T, width]
+                         float* stage,        // [n_send, width]
+                         float* recv,         // [n_recv, width]
+                         int width);
 // Expert side -> token side, the inverse of comm_dispatch: rows [n_recv, width] in
 // (local expert, source, token) order travel back to [n_send, width] in send order.
 int comm_combine(comm_ctx_t* ctx, const comm_route_t* route, const float* expert_rows, float* back,
@@ -96,8 +107,11 @@ int comm_agree(comm_ctx_t* ctx, int status);
 // - comm_exchange_counts also agrees on errors (a second, one-int MPI_Allreduce): a negative
 //   count, more than INT_MAX rows on either side, or n_recv > max_rows on any rank makes it
 //   return MPI_ERR_COUNT on every rank, so no rank is left waiting in the next exchange.
-// - comm_dispatch/comm_combine need 1 <= width <= max_width (MPI_ERR_ARG otherwise) and a
-//   route filled by comm_exchange_counts; `send`/`recv`/`back` must not alias each other.
+// - comm_dispatch/comm_dispatch_tokens/comm_combine need 1 <= width <= max_width (MPI_ERR_ARG
+//   otherwise, before any message moves) and a route filled by comm_exchange_counts;
+//   `x`/`send`/`stage`/`recv`/`back` must not alias each other. All ranks must pass the
+//   same width. An MPI error while posting the blocks is returned after the blocks that
+//   did post have completed, so peers are not left waiting for them.
 // - comm_tree_sum_*: nleaf_local and n must be the same on every rank and
 //   nleaf_local * n <= max_tree (MPI_ERR_ARG otherwise); max_tree must stay below about
 //   2^30 doubles because slice counts travel as ints. Each rank sums the aligned

@@ -69,9 +69,9 @@ void layer_forward(train_t* tr, int l, const float* hin, float* hout) {
     }
     TIMED_COMM(tr, comm_exchange_counts(&tr->comm, &A->route));
 
-    // dispatch
-    permute_rows(Tl, k, d, A->slot_pos, A->xn, tr->xs);
-    TIMED_COMM(tr, comm_dispatch(&tr->comm, &A->route, tr->xs, A->xe, d));
+    // dispatch: token rows packed (tr->xs) and exchanged in one call, no permuted copy first
+    TIMED_COMM(tr, comm_dispatch_tokens(&tr->comm, &A->route, Tl, k, A->slot_pos, A->xn, tr->xs,
+                                        A->xe, d));
 
     // experts
     gmm_shape_t gs = {m->El, A->route.expert_offsets, d, m->f, tr->packed ? &tr->packed[l] : NULL};

@@ -1,6 +1,7 @@
 // comm_exchange_counts + comm_dispatch + comm_combine: each local expert receives exactly
 // the rows routed to it, in increasing global token order, whatever P is; combine undoes
-// dispatch bit for bit; bad routes and widths fail on every rank instead of hanging.
+// dispatch bit for bit; comm_dispatch_tokens equals permute_rows + comm_dispatch; bad routes
+// and widths fail on every rank instead of hanging.
 //
 // Routing is a function of the global token index only (rng_uniform keyed by token), so the
 // expected rows of an expert do not depend on P. Each row encodes its token and slot in its
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "comm/comm.h"
+#include "compute/permute.h"
 #include "compute/rng.h"
 #include "tests/common/mpi_check.h"
 #include "tests/common/testutil.h"
@@ -68,6 +70,38 @@ static void make_row(int t, int slot, int width, float* row) {
     row[0] = (float)t, row[1] = (float)slot;
     for (int c = 2; c < width; c++)
         row[c] = rng_normal(SEED, 0x5200, (uint32_t)t, (uint64_t)(slot * 1000 + c));
+}
+
+// comm_dispatch_tokens (token rows packed and sent in one call) lands exactly what
+// permute_rows followed by comm_dispatch lands, bit for bit, dropped slots included. The
+// route `rt` was exchanged for this routing by check_case.
+static void check_tokens(comm_ctx_t* ctx, comm_route_t* rt, const int* route, int kase, int width) {
+    int P = ctx->nranks, r = ctx->rank, Tl = T / P;
+    const char* name = route_name[kase];
+    float* x = malloc(sizeof(float) * Tl * width);         // [Tl, width]
+    float* send = malloc(sizeof(float) * Tl * K * width);  // [n_send, width]
+    float* stage = malloc(sizeof(float) * Tl * K * width); // [n_send, width]
+    float* want = malloc(sizeof(float) * T * K * width);   // [n_recv, width]
+    float* got = malloc(sizeof(float) * T * K * width);    // [n_recv, width]
+    int counts[E], slot_pos[T * K];
+    CHECK(x && send && stage && want && got, "out of memory");
+    for (int t = 0; t < Tl; t++) make_row(r * Tl + t, 0, width, x + (long)t * width);
+    permute_plan(Tl, K, E, route + r * Tl * K, counts, slot_pos);
+    for (int e = 0; e < E; e++)
+        CHECK(counts[e] == rt->send_expert_counts[e], "%s: permute_plan count of expert %d", name,
+              e);
+
+    permute_rows(Tl, K, width, slot_pos, x, send);
+    memset(want, 0xff, sizeof(float) * T * K * width);
+    int rc = comm_dispatch(ctx, rt, rt->n_send ? send : NULL, rt->n_recv ? want : NULL, width);
+    CHECK(rc == MPI_SUCCESS, "%s: comm_dispatch rc=%d", name, rc);
+    memset(got, 0xff, sizeof(float) * T * K * width);
+    rc = comm_dispatch_tokens(ctx, rt, Tl, K, slot_pos, x, rt->n_send ? stage : NULL,
+                              rt->n_recv ? got : NULL, width);
+    CHECK(rc == MPI_SUCCESS, "%s: comm_dispatch_tokens rc=%d", name, rc);
+    CHECK(memcmp(got, want, sizeof(float) * rt->n_recv * width) == 0,
+          "%s w=%d: comm_dispatch_tokens differs from permute_rows + comm_dispatch", name, width);
+    free(x), free(send), free(stage), free(want), free(got);
 }
 
 // Runs one routing case at one width through exchange, dispatch and combine.
@@ -139,6 +173,7 @@ static void check_case(comm_ctx_t* ctx, comm_route_t* rt, const int* route, int 
     CHECK(memcmp(back, send, sizeof(float) * n_send * width) == 0,
           "%s w=%d: combine did not return the rows sent", name, width);
 
+    check_tokens(ctx, rt, route, kase, width);
     free(send), free(recv), free(back), free(want);
 }
 
@@ -181,6 +216,11 @@ int main(int argc, char** argv) {
     float dummy[1];
     rc = comm_dispatch(&ctx, &rt, dummy, dummy, MAX_WIDTH + 1);
     CHECK(rc == MPI_ERR_ARG, "width > max_width: rc=%d, want MPI_ERR_ARG", rc);
+    int no_slots[1] = {-1};
+    rc = comm_dispatch_tokens(&ctx, &rt, 1, 1, no_slots, dummy, dummy, dummy, MAX_WIDTH + 1);
+    CHECK(rc == MPI_ERR_ARG, "tokens, width > max_width: rc=%d, want MPI_ERR_ARG", rc);
+    rc = comm_combine(&ctx, &rt, dummy, dummy, 0);
+    CHECK(rc == MPI_ERR_ARG, "combine, width 0: rc=%d, want MPI_ERR_ARG", rc);
 
     comm_route_free(&rt);
     comm_free(&ctx);
