@@ -180,11 +180,12 @@ static const cfg_key keys[] = {
 
     ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),
-    ENUM(compute, prepack, "all", prepack_names,
+    ENUM(compute, prepack, "off", prepack_names,
          "expert weights kept packed in the kernels' layout, repacked by the optimizer as it "
-         "updates them: off (packed on the fly in every product); forward (copies for the two "
-         "forward products: +1x the expert weights' memory); all (also for the backward dA and "
-         "dX products: +2x). Same results either way"),
+         "updates them: off (packed on the fly in every product; measured faster for training "
+         "here and on AVX-512); forward (copies for the two forward products: +1x the expert "
+         "weights' memory); all (also for the backward dA and dX products: +2x). Same results "
+         "either way"),
 
     INT(log, every, "10", 1, 1000000000, "steps between progress lines"),
     INT(log, dead_expert_steps, "100", 0, 1000000000,

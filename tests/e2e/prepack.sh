@@ -32,21 +32,22 @@ for variant in "avx2 1 1" "avx2 2 2" "ref 1 1"; do
   done
 done
 
-# Resume: 3 steps, checkpoint, then 3 more from it, against 6 in one go (all prepacked).
+# Resume: 3 steps, checkpoint, then 3 more from it, against 6 in one go (prepack = all, so the
+# load must repack).
 dir=$WORK/resume
 run_np 2 run "$MOED_SRC/config/tiny2.ini" --set run.dir="$dir" "${common[@]}" \
-  --set train.steps=$STEPS --set checkpoint.every=3 --set checkpoint.keep=5
+  --set train.steps=$STEPS --set checkpoint.every=3 --set checkpoint.keep=5 --set compute.prepack=all
 check "resume: full run exits 0" [ "$RC" -eq 0 ]
 full=$(digest_of "$OUT")
 run_np 2 run "$MOED_SRC/config/tiny2.ini" --set run.dir="$WORK/resume2" "${common[@]}" \
   --set train.steps=$STEPS --set checkpoint.dir="$dir/checkpoints" --set checkpoint.resume=auto \
-  --set checkpoint.keep=5
+  --set checkpoint.keep=5 --set compute.prepack=all
 check "resume: a second run of the finished job exits 0" [ "$RC" -eq 0 ]
 rm -f "$dir/checkpoints/step_00000006.h5"
 echo step_00000003.h5 > "$dir/checkpoints/LATEST"
 run_np 2 run "$MOED_SRC/config/tiny2.ini" --set run.dir="$WORK/resume3" "${common[@]}" \
   --set train.steps=$STEPS --set checkpoint.dir="$dir/checkpoints" --set checkpoint.resume=auto \
-  --set checkpoint.keep=5
+  --set checkpoint.keep=5 --set compute.prepack=all
 check "resume from step 3 exits 0" [ "$RC" -eq 0 ]
 check "resume from step 3 (repacked on load) gives the uninterrupted weights" \
   [ "$(digest_of "$OUT")" = "$full" ]
