@@ -28,6 +28,7 @@
 
 #include "bench/bench.h"
 #include "comm/chunked.h"
+#include "compute/omp_compat.h"
 #include "compute/permute.h"
 #include "compute/rng.h"
 #include "config/config.h"
@@ -486,6 +487,10 @@ int bench_comm(int argc, char** argv) {
         MPI_Finalize();
         return 2;
     }
+    // One thread per rank, as the steps' configs say (compute.threads = 1) and as moed run
+    // sets it: left at the OpenMP default, every element-wise parallel loop (AdamW, packing)
+    // would start a team of all the node's cores in each rank.
+    omp_set_num_threads(1);
     if (kern_select(-1) != 0 || kern_init(1) != 0) die("kernel set-up failed");
     if (g_rank == 0) {
         printf("moed-bench comm: P = %d, d = %d, E = %d, %d chunks, isa %s; %d warm-up + %d "
