@@ -371,18 +371,21 @@ typedef struct {
 
 // comm.progress of the overlapping strategies (--progress): test, thread or auto
 static const char* g_progress = "test";
+// compute.prepack of every strategy's steps (--prepack): off, forward or all
+static const char* g_prepack = "off";
 
 static step_time_t time_steps(const char* dispatcher, const char* axis, int chunks, int Tl, int f,
                               int reps) {
     cfg_t c;
-    char err[CFG_ERRLEN], set[96], set2[96], set3[96];
+    char err[CFG_ERRLEN], set[96], set2[96], set3[96], set4[96];
     cfg_defaults(&c);
     snprintf(set, sizeof set, "comm.dispatcher=%s", dispatcher);
     snprintf(set2, sizeof set2, "comm.chunk_axis=%s", axis);
     snprintf(set3, sizeof set3, "comm.progress=%s", g_progress);
+    snprintf(set4, sizeof set4, "compute.prepack=%s", g_prepack);
     const char* fixed[] = {
-        "model.d_model=1024", "model.n_experts=16", "model.top_k=2", set, set2, set3};
-    for (int i = 0; i < 6; i++)
+        "model.d_model=1024", "model.n_experts=16", "model.top_k=2", set, set2, set3, set4};
+    for (int i = 0; i < 7; i++)
         if (cfg_set(&c, fixed[i], err, sizeof err)) die(err);
     c.model.d_ff = f;
     c.train.global_batch_tokens = Tl * g_P;
@@ -467,6 +470,8 @@ int bench_comm(int argc, char** argv) {
             ff = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--progress") && i + 1 < argc) // comm.progress
             g_progress = argv[++i];
+        else if (!strcmp(argv[i], "--prepack") && i + 1 < argc) // compute.prepack
+            g_prepack = argv[++i];
         else {
             fprintf(stderr, "moed-bench comm: unknown option '%s'\n", argv[i]);
             return 2;
@@ -506,8 +511,9 @@ int bench_comm(int argc, char** argv) {
             for (int skew = 0; skew < 2; skew++)
                 exchange_case(tls[ti], ks[ki], skew, warm, iters, alltoallv_only);
     if (g_rank == 0 && !alltoallv_only)
-        printf("full training step (1 layer), medians of %d steps, --progress %s:\n", reps,
-               g_progress);
+        printf("full training step (1 layer), medians of %d steps, --progress %s, --prepack "
+               "%s:\n",
+               reps, g_progress, g_prepack);
     int fs[] = {64, 256}, nf = alltoallv_only ? 0 : quick ? 1 : 2;
     if (ff > 0 && nf > 0) fs[0] = ff, nf = 1;
     for (int fi = 0; fi < nf; fi++)

@@ -121,3 +121,28 @@ void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rs
         }
     }
 }
+
+// Row tiles of a product on a packed B: `tile` runs rows [i, i + mi).
+void dispatch_sgemm_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
+                           const float* bp, float* c, long ldc, int accumulate) {
+    if (m == 0 || n == 0) return;
+    int step = ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
+    for (int i = 0; i < m; i += step) {
+        int mi = m - i < step ? m - i : step;
+        kern->sgemm_packed(mi, n, k, a + i * rsa, rsa, csa, bp, c + i * ldc, ldc, accumulate);
+        if (step < m) dispatch_progress(ds);
+    }
+}
+
+void dispatch_gemm_swiglu_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa,
+                                 const float* bp, float* h0, float* h1, float* out, long ldc) {
+    if (m == 0 || n == 0) return;
+    int step = ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
+    for (int i = 0; i < m; i += step) {
+        int mi = m - i < step ? m - i : step;
+        long o = (long)i * ldc;
+        kern->gemm_swiglu(mi, n, k, a + i * rsa, rsa, 1, NULL, NULL, 0, 0, bp, h0 + o, h1 + o,
+                          out + o, ldc);
+        if (step < m) dispatch_progress(ds);
+    }
+}

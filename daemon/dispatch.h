@@ -104,4 +104,13 @@ static inline void dispatch_reset_times(dispatch_t* ds) { ds->t_wait = ds->t_inf
 void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
                     const float* b, long rsb, long csb, float* c, long ldc, int accumulate);
 
+// The same on a B pre-packed by kern->pack_b (compute.prepack), in tiles of at most
+// DISPATCH_TILE_M rows (a packed B is not sliced by columns). Bit-identical to one call and
+// to dispatch_sgemm on the unpacked B.
+void dispatch_sgemm_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
+                           const float* bp, float* c, long ldc, int accumulate);
+// kern->gemm_swiglu on the packed pair bp, in row tiles likewise.
+void dispatch_gemm_swiglu_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa,
+                                 const float* bp, float* h0, float* h1, float* out, long ldc);
+
 #endif

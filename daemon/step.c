@@ -98,11 +98,10 @@ void train_layout(train_t* tr, const cfg_t* c, int rank, int nranks, arena_t* a)
         tr->sy = ALLOC(a, float, Tl* d);
     }
     tr->idle_steps = ALLOC(a, long, (long)L* E);
-    // Pre-packed weights serve the alltoallv dispatcher's whole-group products (and `auto`,
-    // which may pick it); chunked and ring tile their products and pack as they go.
+    // Pre-packed weights serve alltoallv's whole-group products and alltoallv_chunked's
+    // per-chunk ones (and `auto`, which may pick either); ring packs as it goes.
     int kind = c->comm.dispatcher;
-    if (c->compute.prepack != CFG_PREPACK_OFF &&
-        (kind == CFG_DISPATCH_ALLTOALLV || kind == CFG_DISPATCH_AUTO)) {
+    if (c->compute.prepack != CFG_PREPACK_OFF && kind != CFG_DISPATCH_RING) {
         int bwd = c->compute.prepack == CFG_PREPACK_ALL;
         tr->packed = ALLOC(a, gmm_packed_t, L);
         for (int l = 0; l < L; l++) {

@@ -3,7 +3,8 @@
 # blocks on both sides of every product and partial panels (d = 264, f = 270 on avx2: KC 256,
 # NR 16), capacity and shared experts, 1 and 2 threads, the avx2 and ref kernels, P = 1 and 2:
 # losses at every step and the final weights identical for off, forward and all. Then a run
-# stopped at a checkpoint and resumed (the load repacks) matches the uninterrupted run.
+# stopped at a checkpoint and resumed (the load repacks) matches the uninterrupted run, and
+# alltoallv_chunked on the copies matches too.
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 STEPS=6
 common=(--set model.d_model=264 --set model.d_ff=270 --set train.global_batch_tokens=32
@@ -30,6 +31,18 @@ for variant in "avx2 1 1" "avx2 2 2" "ref 1 1"; do
         cmp -s "$dir/losses" "$refdir/losses"
     fi
   done
+done
+
+# alltoallv_chunked reads the copies too (chunk products on the packed panels, in row tiles).
+for pp in forward all; do
+  dir=$WORK/chunked-$pp
+  run_np 2 run "$MOED_SRC/config/tiny2.ini" --set run.dir="$dir" "${common[@]}" \
+    --set compute.threads=2 --set compute.prepack=$pp --set comm.dispatcher=alltoallv_chunked \
+    --set comm.chunks=3
+  check "alltoallv_chunked P=2 prepack=$pp exits 0" [ "$RC" -eq 0 ]
+  losses_of "$dir" > "$dir/losses"
+  check "alltoallv_chunked P=2 prepack=$pp every loss identical to alltoallv, prepack off" \
+    cmp -s "$dir/losses" "$WORK/avx2-t2-p2-off/losses"
 done
 
 # Resume: 3 steps, checkpoint, then 3 more from it, against 6 in one go (prepack = all, so the
