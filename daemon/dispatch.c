@@ -122,11 +122,16 @@ void dispatch_sgemm(dispatch_t* ds, int m, int n, int k, const float* a, long rs
     }
 }
 
-// Row tiles of a product on a packed B: `tile` runs rows [i, i + mi).
+// Rows per tile of a product on a packed B: all of them when no MPI_Test is due (see
+// dispatch_sgemm), else DISPATCH_TILE_M.
+static int row_step(const dispatch_t* ds, int m) {
+    return ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
+}
+
 void dispatch_sgemm_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa, long csa,
                            const float* bp, float* c, long ldc, int accumulate) {
     if (m == 0 || n == 0) return;
-    int step = ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
+    int step = row_step(ds, m);
     for (int i = 0; i < m; i += step) {
         int mi = m - i < step ? m - i : step;
         kern->sgemm_packed(mi, n, k, a + i * rsa, rsa, csa, bp, c + i * ldc, ldc, accumulate);
@@ -137,7 +142,7 @@ void dispatch_sgemm_packed(dispatch_t* ds, int m, int n, int k, const float* a, 
 void dispatch_gemm_swiglu_packed(dispatch_t* ds, int m, int n, int k, const float* a, long rsa,
                                  const float* bp, float* h0, float* h1, float* out, long ldc) {
     if (m == 0 || n == 0) return;
-    int step = ds->thread || ds->active == 0 ? m : DISPATCH_TILE_M;
+    int step = row_step(ds, m);
     for (int i = 0; i < m; i += step) {
         int mi = m - i < step ? m - i : step;
         long o = (long)i * ldc;

@@ -23,17 +23,6 @@ static size_t ref_packed_floats(int k, int n, int halves) {
     return (size_t)(k > 0 ? k : 0) * (n > 0 ? n : 0) * halves;
 }
 
-static void ref_pack_b(int k, int n, const float* b0, const float* b1, long rsb, long csb,
-                       float* dst) {
-    int halves = b1 ? 2 : 1;
-    for (int j = 0; j < n; j++)
-        for (int h = 0; h < halves; h++) {
-            const float* b = h ? b1 : b0;
-            float* col = dst + ((long)j * halves + h) * k;
-            for (int p = 0; p < k; p++) col[p] = b[p * rsb + j * csb];
-        }
-}
-
 static void ref_pack_b_part(int k, int n, const float* b0, const float* b1, long rsb, long csb,
                             float* dst, int p0, int p1, int j0, int j1) {
     int halves = b1 ? 2 : 1;
@@ -44,6 +33,11 @@ static void ref_pack_b_part(int k, int n, const float* b0, const float* b1, long
             float* col = dst + ((long)j * halves + h) * k;
             for (int p = p0; p < p1; p++) col[p] = b[p * rsb + j * csb];
         }
+}
+
+static void ref_pack_b(int k, int n, const float* b0, const float* b1, long rsb, long csb,
+                       float* dst) {
+    ref_pack_b_part(k, n, b0, b1, rsb, csb, dst, 0, k, 0, n);
 }
 
 static void ref_sgemm_packed(int m, int n, int k, const float* a, long rsa, long csa,
