@@ -254,7 +254,7 @@ static int bench_shape(const gbench_shape_t* s, int threads, const gbench_opts_t
 
 int bench_gemm(int argc, char** argv) {
     gbench_opts_t o = {.reps = 5, .with_peers = 1, .ffn = 1, .products = 1};
-    int quick = 0, only_threads = 0, even = 1, uneven = 1;
+    int quick = 0, only_threads = 0, even = 1, uneven = 1, only_set = -1, only_shape = -1;
     const char* isa_arg = NULL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
@@ -276,11 +276,26 @@ int bench_gemm(int argc, char** argv) {
             even = 0;
         } else if (!strcmp(argv[i], "--check")) {
             o.check = 1;
+        } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            i++;
+            only_set = !strcmp(argv[i], "small") ? 0 : !strcmp(argv[i], "big") ? 1 : -2;
+            if (only_set < 0) {
+                fprintf(stderr, "moed-bench gemm: --set takes small or big, not '%s'\n", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            only_shape = atoi(argv[++i]);
+            if (only_shape < 0 || only_shape >= SHAPES_PER_SET) {
+                fprintf(stderr, "moed-bench gemm: --shape takes 0..%d\n", SHAPES_PER_SET - 1);
+                return 2;
+            }
         } else {
             fprintf(stderr,
                     "moed-bench gemm: unknown option '%s'\n"
                     "options: --quick (d=512 f=1024: both even shapes and uneven E=8; 3 reps)\n"
                     "         --uneven-only  --reps N  --threads N  --check (compare results)\n"
+                    "         --set small|big (d=512 f=1024 | d=1024 f=2816)  --shape 0..3 (8x512,"
+                    " 64x32,\n         8 uneven, 64 uneven)\n"
                     "         --isa NAME|all (default: every SIMD ISA the CPU runs; ref is slow)"
                     "  --no-peers\n         --no-ffn (skip the fused/pre-packed FFN forward)  "
                     "--ffn-only\n",
@@ -340,11 +355,13 @@ int bench_gemm(int argc, char** argv) {
         return 2;
     }
     const gbench_shape_t* sets[2] = {shapes_small, shapes_big};
-    int n_sets = quick ? 1 : 2, rc = 0;
+    int n_sets = quick && only_set < 0 ? 1 : 2, rc = 0;
     for (int c = 0; c < n_counts; c++)
         for (int si = 0; si < n_sets; si++)
             for (int k = 0; k < SHAPES_PER_SET; k++) {
                 const gbench_shape_t* s = &sets[si][k];
+                if ((only_set >= 0 && si != only_set) || (only_shape >= 0 && k != only_shape))
+                    continue;
                 if (!(s->sizes ? uneven : even)) continue;
                 if (quick && k > FIRST_UNEVEN) continue; // --quick: one uneven shape
                 if (o.products && bench_shape(s, thread_counts[c], &o)) rc = 1;

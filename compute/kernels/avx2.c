@@ -11,6 +11,7 @@
 #define KC 256      // B micro-panel KC x NR = 16 KiB: half of the 32 KiB L1D
 #define NC 4080     // B block KC x NC = 4 MiB: a slice of L3
 #define ROW_GROUP 4 // row-major B packed 4 panels at a time: runs of 256 B per row
+#define KC_BALANCED // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"

@@ -199,7 +199,8 @@ typedef struct {
     int mc, np, kc;    // block extent: rows, panels, depth
     int ic, qb, pc;    // first row, first panel, first p
     const float* abuf; // packed A block [mc/MR panels][kc][MR]
-    float* bbuf;       // packed B block [np][kc][NR]
+    float* bbuf;       // packed B block [np][kc][NR], or a ring of `ring` panels
+    int ring;          // 0, or: panel j lives in slot j % ring (see panel_buf)
     int overwrite;
     int last;            // the last KC block: the fused epilogue runs
     pf_stream_t* next_a; // the next A block's source lines, or NULL
@@ -209,6 +210,16 @@ typedef struct {
 static int a_share(const block_t* blk) {
     long calls = (long)((blk->mc + MR - 1) / MR) * blk->np;
     return blk->next_a ? (int)((blk->next_a->left + calls - 1) / calls) : 0;
+}
+
+// Where local panel j of the block is packed. A B block that only one ic pass reads (m
+// within MC: the small groups of an MoE layer) is packed into a ring of 2 * ROW_GROUP panels
+// instead of the whole block: first_pass holds at most the group it computes and the group
+// it packs (<= ROW_GROUP panels each, consecutive), so they never share a slot, and the ring
+// (8 x 16 KiB on avx2) stays in L2, where a whole block (MBs) would be written back to L3 and
+// memory for nothing while the weights stream in.
+static inline float* panel_buf(const block_t* blk, int j) {
+    return blk->bbuf + (long)(blk->ring ? j % blk->ring : j) * NR * blk->kc;
 }
 
 // B source of local panel j of the block at its first row.
@@ -223,8 +234,8 @@ static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
     int q = blk->qb + j, s, h = panel_half(g, q, &s);
     int mr = MIN(MR, blk->mc - ir), nr = MIN(NR, g->n - s * NR);
     long row = (long)(blk->ic + ir) * g->ldc, col = (long)s * NR;
-    ukr_any(mr, nr, blk->kc, blk->abuf + (long)ir * blk->kc, blk->bbuf + (long)j * NR * blk->kc,
-            g->c[h] + row + col, g->ldc, blk->overwrite, pf);
+    ukr_any(mr, nr, blk->kc, blk->abuf + (long)ir * blk->kc, panel_buf(blk, j), g->c[h] + row + col,
+            g->ldc, blk->overwrite, pf);
     if (h == 1 && blk->last)
         swiglu_tile(mr, nr, g->c[0] + row + col, g->c[1] + row + col, g->out + row + col, g->ldc);
 }
@@ -270,7 +281,7 @@ static int full_end(const gemm_args_t* g, const block_t* blk, int j0, int j1) {
 
 static void pack_panel(const gemm_args_t* g, const block_t* blk, int j, int r0, int rows) {
     pack_b_panel(rows, panel_width(g, blk->qb + j), blk_src(g, blk, j) + (long)r0 * g->rsb, g->rsb,
-                 g->csb, blk->bbuf + (long)j * NR * blk->kc + (long)r0 * NR);
+                 g->csb, panel_buf(blk, j) + (long)r0 * NR);
 }
 
 static void first_pass(const gemm_args_t* g, const block_t* blk) {
@@ -334,6 +345,25 @@ static void later_pass(const gemm_args_t* g, const block_t* blk) {
         for (int ir = 0; ir < blk->mc; ir += MR) tile(g, blk, ir, j, &pf);
 }
 
+// Depth of the KC blocks of a product of depth k: KC, or with KC_BALANCED (the ISA file's
+// choice) the k loop cut into the fewest blocks of at most KC, of equal depth rounded up to
+// whole 8-row chunks (the last takes the rest). Uneven groups give dW = X^T dH any depth, and
+// k = 1555 in blocks of KC = 256 ends with one of 19 rows: a whole pass over C (read, add,
+// write) for 19 FMAs per element; balanced, it is 7 blocks of 224. A function of k alone, so
+// the FMA chains, and the bits, are the same for any m, any row tiling (chunked dispatch),
+// any thread count, and packed or not.
+static inline int kc_block(int k) {
+#ifdef KC_BALANCED
+    int nb = (k + KC - 1) / KC;
+    if (nb <= 1) return KC;
+    int kb = ((k + nb - 1) / nb + 7) / 8 * 8;
+    return MIN(kb, KC);
+#else
+    (void)k;
+    return KC;
+#endif
+}
+
 // Below this depth a micro-tile is too short to hide C's memory traffic behind its FMAs
 // (the dW = X^T dH product of a small expert group has k = its token count).
 #define SHORT_KC 64
@@ -357,21 +387,21 @@ static int block_panels(const gemm_args_t* g) {
 }
 
 static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, const kern_pack_t* pk) {
-    int ncp = block_panels(g);
+    int ncp = block_panels(g), kb = kc_block(g->k);
     for (int jc = q0; jc < q1; jc += ncp) {
         int np = MIN(ncp, q1 - jc);
-        for (int pc = 0; pc < g->k; pc += KC) {
-            int kc = MIN(KC, g->k - pc);
+        for (int pc = 0; pc < g->k; pc += kb) {
+            int kc = MIN(kb, g->k - pc);
             for (int ic = m0; ic < m1; ic += MC) {
                 int mc = MIN(MC, m1 - ic);
                 // The A block after this one, in loop order, to prefetch while this one runs.
                 int nic = ic + MC, npc = pc, njc = jc;
-                if (nic >= m1) nic = m0, npc = pc + KC;
+                if (nic >= m1) nic = m0, npc = pc + kb;
                 if (npc >= g->k) npc = 0, njc = jc + ncp;
                 pf_stream_t next_a = pf_none;
                 if (njc < q1)
                     next_a = pf_matrix(g->a + nic * g->rsa + npc * g->csa, MIN(MC, m1 - nic),
-                                       MIN(KC, g->k - npc), g->rsa, g->csa);
+                                       MIN(kb, g->k - npc), g->rsa, g->csa);
                 block_t blk = {
                     .mc = mc,
                     .np = np,
@@ -389,11 +419,12 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
                 if (g->bpre)
                     blk.bbuf = (float*)g->bpre + (long)pc * g->panels * NR + (long)jc * kc * NR;
                 pack_a_block(mc, kc, g->a + ic * g->rsa + pc * g->csa, g->rsa, g->csa, pk->a);
-                if (kc < SHORT_KC)
+                if (kc < SHORT_KC) {
                     short_pass(g, &blk, ic == m0 && !g->bpre);
-                else if (ic == m0 && !g->bpre)
+                } else if (ic == m0 && !g->bpre) {
+                    blk.ring = m1 - m0 <= MC ? 2 * ROW_GROUP : 0; // no later pass reads it
                     first_pass(g, &blk);
-                else
+                } else
                     later_pass(g, &blk);
             }
         }
@@ -587,8 +618,8 @@ static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long 
     drv_run(&g);
 }
 
-// Pre-packed B: for each KC block pc (in order), each panel (in the order above) as
-// [kc][NR], zero-padded past the matrix edge: block pc starts at pc * panels * NR floats.
+// Pre-packed B: for each KC block pc (kc_block(k) deep, in order), each panel (in the order above)
+// as [kc][NR], zero-padded past the matrix edge: block pc starts at pc * panels * NR floats.
 static size_t drv_packed_floats(int k, int n, int halves) {
     return (size_t)(k > 0 ? k : 0) * halves * ((n + NR - 1) / NR) * NR;
 }
@@ -599,14 +630,14 @@ static void drv_pack_b(int k, int n, const float* b0, const float* b1, long rsb,
     gemm_args_t g = args_for(0, n, k, NULL, 0, 0, rsb, csb, NULL, b1 ? 2 : 1);
     g.b[0] = b0, g.b[1] = b1;
     g.run = ROW_GROUP; // the pre-packed pair's order, which gemm_swiglu then walks
-    int nblk = (k + KC - 1) / KC;
+    int kb = kc_block(k), nblk = (k + kb - 1) / kb;
     // Each (block, panel) is written by one thread: a copy, so any split gives the same bits.
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if ((long)k * n * g.halves >= 1L << 16)
 #endif
     for (long t = 0; t < (long)nblk * g.panels; t++) {
-        int pc = (int)(t / g.panels) * KC, q = (int)(t % g.panels);
-        int kc = MIN(KC, k - pc);
+        int pc = (int)(t / g.panels) * kb, q = (int)(t % g.panels);
+        int kc = MIN(kb, k - pc);
         pack_b_panel(kc, panel_width(&g, q), panel_src(&g, q) + (long)pc * rsb, rsb, csb,
                      dst + (long)pc * g.panels * NR + (long)q * kc * NR);
     }
@@ -622,8 +653,9 @@ static void drv_pack_b_part(int k, int n, const float* b0, const float* b1, long
     g.b[0] = b0, g.b[1] = b1;
     g.run = ROW_GROUP;
     int s0 = j0 / NR, s1 = (j1 + NR - 1) / NR;
-    for (int pc = p0 / KC * KC; pc < p1; pc += KC) {
-        int kc = MIN(KC, k - pc), r0 = (p0 > pc ? p0 : pc) - pc, r1 = MIN(p1, pc + kc) - pc;
+    int kb = kc_block(k);
+    for (int pc = p0 / kb * kb; pc < p1; pc += kb) {
+        int kc = MIN(kb, k - pc), r0 = (p0 > pc ? p0 : pc) - pc, r1 = MIN(p1, pc + kc) - pc;
         for (int q = 0; q < g.panels; q++) {
             int s;
             panel_half(&g, q, &s);

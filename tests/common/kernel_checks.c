@@ -264,7 +264,7 @@ void kc_check_thread_invariance(const kern_table_t* t) {
 // an element does not depend on which micro-tile (full, partial rows, partial columns through
 // the temporary tile) or thread rectangle it falls in.
 void kc_check_position_invariance(const kern_table_t* t) {
-    const int m = 61, n = 83, k = 2 * blocking(t).kc + 40; // a short last KC block too
+    const int m = 61, n = 83, k = 2 * blocking(t).kc + 40; // 3 KC blocks
     for (int tb = 0; tb < 2; tb++) {
         kc_strided_t a = kc_make_operand(m, k, 0, 0, 31);
         kc_strided_t b = kc_make_operand(k, n, tb, 0, 32);
