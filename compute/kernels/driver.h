@@ -338,11 +338,20 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
     }
 }
 
-// A later ic pass, or a pre-packed B: B micro-panels stay in L1 across the ir loop.
+// A later ic pass, or a pre-packed B: B micro-panels stay in L1 across the ir loop, and the
+// tiles of panel j prefetch panel j + 1 (from L3, or memory when pre-packed), spread over
+// them. Left to the hardware, a small m (32 rows: 6 tiles per panel) would fetch each panel
+// in a burst during its first tile and leave memory idle during the other five.
 static void later_pass(const gemm_args_t* g, const block_t* blk) {
+    int tiles = (blk->mc + MR - 1) / MR;
     ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
-    for (int j = 0; j < blk->np; j++)
+    for (int j = 0; j < blk->np; j++) {
+        pf_stream_t next_b = pf_none;
+        if (j + 1 < blk->np) next_b = pf_matrix(panel_buf(blk, j + 1), blk->kc, NR, NR, 1);
+        pf.s[0] = &next_b;
+        pf.n[0] = (int)((next_b.left + tiles - 1) / tiles);
         for (int ir = 0; ir < blk->mc; ir += MR) tile(g, blk, ir, j, &pf);
+    }
 }
 
 // Depth of the KC blocks of a product of depth k: KC, or with KC_BALANCED (the ISA file's
