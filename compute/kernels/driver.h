@@ -227,8 +227,20 @@ static inline const float* blk_src(const gemm_args_t* g, const block_t* blk, int
     return panel_src(g, blk->qb + j) + (long)blk->pc * g->rsb;
 }
 
-// Micro-tile (ir, j) of the block, then the fused epilogue when this is an H1 tile of the
-// last KC block: H0's tile of the same columns was stored earlier (panel j - run length).
+// The fused epilogue over rows [ir, ir + rows) of the block's panel j, when it is an H1 panel
+// of the last KC block: out = silu(H0) * H1, H0's tile of the same columns stored earlier
+// (panel j - run length) and still in L2, H1's just stored.
+static inline void epilogue(const gemm_args_t* g, const block_t* blk, int ir, int rows, int j) {
+    int s, h = panel_half(g, blk->qb + j, &s);
+    if (h != 1 || !blk->last) return;
+    long off = (long)(blk->ic + ir) * g->ldc + (long)s * NR;
+    swiglu_tile(rows, MIN(NR, g->n - s * NR), g->c[0] + off, g->c[1] + off, g->out + off, g->ldc);
+}
+
+// Micro-tile (ir, j) of the block. The epilogue is the caller's: after a whole panel where
+// the loops go down panels (its exps are then independent work the core overlaps; one tile's
+// 12 vectors of exp, right after the tile, are a latency-bound chain), after the tile where
+// they go along rows.
 static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
                         const ukr_pf_t* pf) {
     int q = blk->qb + j, s, h = panel_half(g, q, &s);
@@ -236,8 +248,6 @@ static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
     long row = (long)(blk->ic + ir) * g->ldc, col = (long)s * NR;
     ukr_any(mr, nr, blk->kc, blk->abuf + (long)ir * blk->kc, panel_buf(blk, j), g->c[h] + row + col,
             g->ldc, blk->overwrite, pf);
-    if (h == 1 && blk->last)
-        swiglu_tile(mr, nr, g->c[0] + row + col, g->c[1] + row + col, g->out + row + col, g->ldc);
 }
 
 // The first ic pass over a B block packs B on the way, overlapped with the arithmetic.
@@ -330,6 +340,7 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
                 }
                 tile(g, blk, t * MR, q, &pf);
             }
+            epilogue(g, blk, 0, mc, q);
         }
         if (!pieces) // the next group, whole, now that its lines are in cache
             for (int j = n0; j < n1; j++) pack_panel(g, blk, j, 0, kc);
@@ -351,6 +362,7 @@ static void later_pass(const gemm_args_t* g, const block_t* blk) {
         pf.s[0] = &next_b;
         pf.n[0] = (int)((next_b.left + tiles - 1) / tiles);
         for (int ir = 0; ir < blk->mc; ir += MR) tile(g, blk, ir, j, &pf);
+        epilogue(g, blk, 0, blk->mc, j);
     }
 }
 
@@ -386,7 +398,10 @@ static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
         for (int j = 0; j < blk->np; j++) pack_panel(g, blk, j, 0, blk->kc);
     ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
     for (int ir = 0; ir < blk->mc; ir += MR)
-        for (int j = 0; j < blk->np; j++) tile(g, blk, ir, j, &pf);
+        for (int j = 0; j < blk->np; j++) {
+            tile(g, blk, ir, j, &pf);
+            epilogue(g, blk, ir, MIN(MR, blk->mc - ir), j);
+        }
 }
 
 // Panels per B block: NC's worth, in whole run pairs when fused.
