@@ -448,8 +448,9 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
                 } else if (ic == m0 && !g->bpre) {
                     blk.ring = m1 - m0 <= MC ? 2 * ROW_GROUP : 0; // no later pass reads it
                     first_pass(g, &blk);
-                } else
+                } else {
                     later_pass(g, &blk);
+                }
             }
         }
     }
