@@ -20,10 +20,9 @@
 static long align16(size_t n) { return (long)((n + 15) / 16 * 16); }
 
 size_t gmm_packed_floats(int G, int d, int f, int backward) {
-    size_t per = align16(kern->packed_floats(d, f, 2)) + align16(kern->packed_floats(f, d, 1));
-    if (backward)
-        per += align16(kern->packed_floats(d, f, 1)) + 2 * align16(kern->packed_floats(f, d, 1));
-    return per * (size_t)G;
+    gmm_packed_t pk;
+    gmm_packed_bind(&pk, G, d, f, backward, NULL); // the sizes alone
+    return (size_t)G * (pk.up_n + pk.down_n + pk.da_n + 2 * pk.dx_n);
 }
 
 void gmm_packed_bind(gmm_packed_t* pk, int G, int d, int f, int backward, float* mem) {
