@@ -129,13 +129,23 @@ static int land(flight_t* f) {
     return f->rc != MPI_SUCCESS ? f->rc : rc;
 }
 
+// The peer of step i = 1..P-1 of an exchange: receive from rank + i, send to rank - i, as
+// MPICH's scattered Alltoallv posts them, so that at each step every rank sends to a
+// different rank (posted in plain rank order, every rank's first message would go to rank 0,
+// and the ranks' last ones all to rank P-1). The peer a rank receives from at step i sends
+// to it at step i too.
+static inline int peer(const comm_ctx_t* ctx, int i, int is_recv) {
+    int P = ctx->nranks;
+    return is_recv ? (ctx->rank + i) % P : (ctx->rank - i + P) % P;
+}
+
 // Posts the expert side of an exchange with every other rank: a receive (dispatch) or a send
 // (combine) per nonempty block (p, e), in place in `rows` [n_recv, width].
 static void post_expert_side(comm_ctx_t* ctx, const comm_route_t* route, const int* start,
                              float* rows, int width, MPI_Datatype row, int is_recv, flight_t* f) {
     int P = ctx->nranks, El = ctx->experts_per_rank;
-    for (int p = 0; p < P; p++) {
-        if (p == ctx->rank) continue;
+    for (int i = 1; i < P; i++) {
+        int p = peer(ctx, i, is_recv);
         for (int e = 0; e < El; e++) {
             int c = route->recv_expert_counts[p * El + e];
             if (c == 0) continue;
@@ -153,13 +163,14 @@ static void post_expert_side(comm_ctx_t* ctx, const comm_route_t* route, const i
 static void post_token_side(comm_ctx_t* ctx, const comm_route_t* route, float* rows, int width,
                             MPI_Datatype row, int is_send, flight_t* f) {
     int P = ctx->nranks, El = ctx->experts_per_rank;
-    for (int q = 0; q < P; q++) {
+    for (int i = 1; i < P; i++) {
+        int q = peer(ctx, i, !is_send);
         long at = route->send_displs[q];
         for (int e = 0; e < El; e++) {
             int c = route->send_expert_counts[q * El + e];
             float* r = rows + (size_t)at * width;
             at += c;
-            if (c == 0 || q == ctx->rank) continue;
+            if (c == 0) continue;
             if (is_send)
                 post(f, MPI_Isend(r, c, row, q, TAG_BLOCK + e, ctx->comm, f->reqs + f->n));
             else
