@@ -1,7 +1,7 @@
 #!/bin/bash
 # One device session, in priority order. Each step has its own time limit and writes its own
 # file under $OUT (8 files at most come back), so a run cut short still returns what
-# finished. About 7 minutes; give it timeout_s 480 (the device tool's budget is 15 minutes a
+# finished. About 7-8 minutes; give it timeout_s 540 (the device tool's budget is 15 minutes a
 # session, start-up included). Measured there on 2026-11-26: see README, Performance.
 # Do not set OMP_PROC_BIND: with several ranks it would pin them all to the same cores.
 cd /tmp/bundle
@@ -50,4 +50,10 @@ for p in 1 2 4 8; do
   MOED_ISA=avx512 timeout 15 mpiexec.mpich -n $p bin/moed run files/tiny2.ini --set run.dir=/tmp/r$p \
     --set train.steps=100 --set log.every=1000 2>&1 | tail -1; reap
 done > $OUT/determinism.txt; log determinism
+# the chunked step reading pre-packed weight copies (compute.prepack = all): its per-chunk
+# products no longer repack the weights, which cost it more than the comm it hid
+for P in 2 4 8; do echo "### P=$P progress=test prepack=all"
+  timeout 25 mpiexec.mpich -n $P bin/moed-bench comm --steps-only --tokens 2048 --ff 64 --reps 5 \
+    --prepack all; reap
+done >> $OUT/comm_steps.txt 2>&1; log comm_steps_prepack
 log end
