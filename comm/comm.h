@@ -34,6 +34,9 @@ typedef struct {
     MPI_Datatype row_types[COMM_ROW_TYPES];
     int row_type_widths[COMM_ROW_TYPES]; // 0 = empty slot
     int row_type_next;                   // slot to replace next
+    // 1: dispatch and combine post their blocks in plain rank order, as before the scattered
+    // order (exchange.c, peer); only moed-bench comm sets it, to time the two side by side.
+    int post_rank_order;
 } comm_ctx_t;
 
 // Send/receive plan for one exchange (one layer, one step). Arrays are owned by the caller

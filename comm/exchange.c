@@ -133,9 +133,10 @@ static int land(flight_t* f) {
 // MPICH's scattered Alltoallv posts them, so that at each step every rank sends to a
 // different rank (posted in plain rank order, every rank's first message would go to rank 0,
 // and the ranks' last ones all to rank P-1). The peer a rank receives from at step i sends
-// to it at step i too.
+// to it at step i too. ctx->post_rank_order keeps the plain order, for the benchmark.
 static inline int peer(const comm_ctx_t* ctx, int i, int is_recv) {
     int P = ctx->nranks;
+    if (ctx->post_rank_order) return i - 1 < ctx->rank ? i - 1 : i; // every rank but this one
     return is_recv ? (ctx->rank + i) % P : (ctx->rank - i + P) % P;
 }
 
