@@ -21,6 +21,16 @@ run_np() {
   set -e
 }
 
+# run_to OUT ERR SECS CMD...: CMD with stdout and stderr to files, killed after SECS; sets RC
+# (the script goes on when CMD fails: its exit code is what a test checks).
+run_to() {
+  local out=$1 err=$2 secs=$3; shift 3
+  set +e
+  timeout -k 5 "$secs" "$@" >"$out" 2>"$err"
+  RC=$?
+  set -e
+}
+
 pass() { PASSES=$((PASSES + 1)); echo "ok: $*"; }
 fail() { FAILS=$((FAILS + 1)); echo "FAIL: $*"; }
 check() { local what=$1; shift; if "$@"; then pass "$what"; else fail "$what"; fi; }

@@ -8,11 +8,7 @@ source "$MOED_SRC/tests/common/e2e_lib.sh"
 BENCH=$MOED_BUILD/moed-bench
 [ -x "$BENCH" ] || { echo "skip: $BENCH not built"; exit 77; }
 
-set +e
-timeout -k 5 300 "$MPIEXEC" -n 2 "$BENCH" comm --alltoallv-only --quick --iters 1 \
-  >"$WORK/out" 2>"$WORK/err"
-RC=$?
-set -e
+run_to "$WORK/out" "$WORK/err" 300 "$MPIEXEC" -n 2 "$BENCH" comm --alltoallv-only --quick --iters 1
 cat "$WORK/out" "$WORK/err"
 check "comm --alltoallv-only --quick exits 0" [ "$RC" -eq 0 ]
 check "P = 2 in the header" grep -q '^moed-bench comm: P = 2, d = 1024, E = 16' "$WORK/out"
@@ -40,11 +36,8 @@ check "no chunked or ring rows with --alltoallv-only" \
   bash -c "! grep -qE '^ +(alltoallv_chunked|ring)' '$WORK/out'"
 
 # Full steps on tiny shapes: every strategy's step, against the blocking step's parts.
-set +e
-timeout -k 5 300 "$MPIEXEC" -n 2 "$BENCH" comm --steps-only --tokens 256 --ff 16 --reps 1 \
-  >"$WORK/steps" 2>"$WORK/err"
-RC=$?
-set -e
+run_to "$WORK/steps" "$WORK/err" 300 "$MPIEXEC" -n 2 "$BENCH" comm --steps-only --tokens 256 \
+  --ff 16 --reps 1
 cat "$WORK/steps" "$WORK/err"
 check "comm --steps-only exits 0" [ "$RC" -eq 0 ]
 check "the blocking step's parts" \
@@ -59,10 +52,7 @@ check "no exchange table with --steps-only" bash -c "! grep -q 'raw MPI_Alltoall
 # Bad input: one line on stderr and exit 2, never a hang.
 bad_run() { # bad_run NP WHAT-TO-FIND ARGS...
   local np=$1 want=$2; shift 2
-  set +e
-  timeout -k 5 60 "$MPIEXEC" -n "$np" "$BENCH" comm "$@" >/dev/null 2>"$WORK/err"
-  RC=$?
-  set -e
+  run_to /dev/null "$WORK/err" 60 "$MPIEXEC" -n "$np" "$BENCH" comm "$@"
   check "comm $* at P = $np exits 2: $want" bash -c "[ $RC -eq 2 ] && grep -qF -e \"$want\" '$WORK/err'"
 }
 bad_run 1 "unknown option '--bogus'" --bogus

@@ -6,11 +6,8 @@ source "$MOED_SRC/tests/common/e2e_lib.sh"
 BENCH=$MOED_BUILD/moed-bench
 [ -x "$BENCH" ] || { echo "skip: $BENCH not built"; exit 77; }
 
-set +e
-timeout -k 5 300 "$BENCH" gemm --uneven-only --quick --reps 1 --threads 1 --no-ffn --check \
-  >"$WORK/out" 2>"$WORK/err"
-RC=$?
-set -e
+run_to "$WORK/out" "$WORK/err" 300 "$BENCH" gemm --uneven-only --quick --reps 1 --threads 1 \
+  --no-ffn --check
 cat "$WORK/out" "$WORK/err"
 check "gemm --uneven-only --quick --check exits 0" [ "$RC" -eq 0 ]
 check "one uneven shape, no even one" \
@@ -45,10 +42,8 @@ set -e
 check "--uneven-only with --ffn-only exits 2" \
   bash -c "[ $RC -eq 2 ] && grep -q 'leave nothing to run' '$WORK/err'"
 # --set / --shape pick one shape: 64 groups of 32 rows at d=512 f=1024, nothing else.
-set +e
-timeout -k 5 120 "$BENCH" gemm --set small --shape 1 --reps 1 --threads 1 --no-ffn --no-peers \
-  >"$WORK/out1" 2>"$WORK/err"; RC=$?
-set -e
+run_to "$WORK/out1" "$WORK/err" 120 "$BENCH" gemm --set small --shape 1 --reps 1 --threads 1 \
+  --no-ffn --no-peers
 check "--set small --shape 1 exits 0" [ "$RC" -eq 0 ]
 check "--set small --shape 1 runs that shape alone" \
   [ "$(grep -c '^E=' "$WORK/out1")" -eq 1 -a \
