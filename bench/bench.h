@@ -20,6 +20,13 @@ int bench_comm(int argc, char** argv);  // bench/comm.c:  dispatch/combine strat
 // Returns 0 when the CPU lacks the ISA.
 double bench_peak_gflops(kern_isa_t isa, int threads);
 
+// Numeric option values: *out = val when it is a whole number (or, for the double, a finite
+// number) in [lo, hi], and 0 returned; otherwise a one-line error naming the subcommand, the
+// option and the value, and -1 (the subcommand then exits 2).
+int bench_int_arg(const char* cmd, const char* opt, const char* val, long lo, long hi, int* out);
+int bench_double_arg(const char* cmd, const char* opt, const char* val, double lo, double hi,
+                     double* out);
+
 // Wall-clock seconds (monotonic).
 double bench_now(void);
 // Median of x[n] (sorts x in place).

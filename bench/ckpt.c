@@ -305,15 +305,15 @@ int bench_ckpt(int argc, char** argv) {
     int reps = 3;
     const char* dir_opt = NULL;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--gib") && i + 1 < argc)
-            gib = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+        if (!strcmp(argv[i], "--gib") && i + 1 < argc) {
+            if (bench_double_arg("ckpt", "--gib", argv[++i], 1e-3, 1024, &gib)) return 2;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            if (bench_int_arg("ckpt", "--reps", argv[++i], 1, MAX_REPS, &reps)) return 2;
+        } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             dir_opt = argv[++i];
-        else if (!strcmp(argv[i], "--fadvise-only"))
+        } else if (!strcmp(argv[i], "--fadvise-only")) {
             drop_sys_caches = 0;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage();
             return 0;
         } else {
@@ -321,9 +321,6 @@ int bench_ckpt(int argc, char** argv) {
             return 2;
         }
     }
-    if (reps < 1) reps = 1;
-    if (reps > MAX_REPS) reps = MAX_REPS;
-    if (!(gib > 0)) gib = 1.1;
 
     int provided, rank, nranks;
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);

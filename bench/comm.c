@@ -421,8 +421,7 @@ static step_time_t time_steps(const char* dispatcher, const char* axis, int chun
         y[i] = rng_normal(8, RNG_STREAM(RNG_DATA_X, 0), (uint32_t)g_rank, (uint64_t)i);
     }
     step_stats_t st;
-    double t[4][32];
-    if (reps > 32) reps = 32;
+    double t[4][32]; // reps <= 32 (bench_comm)
     if (g_rank == 0 && strcmp(dispatcher, "alltoallv"))
         printf("    (%s: progress %s)\n", dispatcher, tr.disp.thread ? "thread" : "test");
     train_step(&tr, x, y, 1e-5, &st); // warm-up
@@ -466,36 +465,44 @@ static void step_case(int Tl, int f, int reps) {
 }
 
 int bench_comm(int argc, char** argv) {
-    int quick = 0, iters = 10, warm = 3, reps = 5, steps_only = 0, tokens = 0, ff = 0;
-    int alltoallv_only = 0;
+    // 0: not given; --quick then picks the shorter defaults whatever the options' order.
+    int quick = 0, iters = 0, reps = 0, steps_only = 0, tokens = 0, ff = 0, alltoallv_only = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick"))
-            quick = 1, iters = 4, warm = 1, reps = 3;
-        else if (!strcmp(argv[i], "--steps-only"))
+        const char* o = argv[i];
+        int bad = 0;
+        if (!strcmp(o, "--quick"))
+            quick = 1;
+        else if (!strcmp(o, "--steps-only"))
             steps_only = 1;
-        else if (!strcmp(argv[i], "--alltoallv-only")) // raw and alltoallv rows, no steps
+        else if (!strcmp(o, "--alltoallv-only")) // raw and alltoallv rows, no steps
             alltoallv_only = 1;
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
-            iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) // full steps timed per strategy
-            reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) // full steps: tokens per rank
-            tokens = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--ff") && i + 1 < argc) // full steps: one d_ff only
-            ff = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--progress") && i + 1 < argc) // comm.progress
+        else if (!strcmp(o, "--iters") && i + 1 < argc)
+            bad = bench_int_arg("comm", o, argv[++i], 1, 100000, &iters);
+        else if (!strcmp(o, "--reps") && i + 1 < argc) // full steps timed per strategy
+            bad = bench_int_arg("comm", o, argv[++i], 1, 32, &reps);
+        else if (!strcmp(o, "--tokens") && i + 1 < argc) // full steps: tokens per rank
+            bad = bench_int_arg("comm", o, argv[++i], 1, 1 << 20, &tokens);
+        else if (!strcmp(o, "--ff") && i + 1 < argc) // full steps: one d_ff only
+            bad = bench_int_arg("comm", o, argv[++i], 1, 1 << 16, &ff);
+        else if (!strcmp(o, "--progress") && i + 1 < argc) // comm.progress
             g_progress = argv[++i];
-        else if (!strcmp(argv[i], "--prepack") && i + 1 < argc) // compute.prepack
+        else if (!strcmp(o, "--prepack") && i + 1 < argc) // compute.prepack
             g_prepack = argv[++i];
         else {
-            fprintf(stderr, "moed-bench comm: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "moed-bench comm: unknown option '%s'\n", o);
             return 2;
         }
+        if (bad) return 2;
     }
-    if (iters < 1) iters = 1;
-    if (reps < 1) reps = 1;
+    int warm = quick ? 1 : 3;
+    if (!iters) iters = quick ? 4 : 10;
+    if (!reps) reps = quick ? 3 : 5;
     if (strcmp(g_progress, "test") && strcmp(g_progress, "thread") && strcmp(g_progress, "auto")) {
         fprintf(stderr, "moed-bench comm: --progress must be test, thread or auto\n");
+        return 2;
+    }
+    if (strcmp(g_prepack, "off") && strcmp(g_prepack, "forward") && strcmp(g_prepack, "all")) {
+        fprintf(stderr, "moed-bench comm: --prepack must be off, forward or all\n");
         return 2;
     }
     int provided;

@@ -255,16 +255,18 @@ static int bench_shape(const gbench_shape_t* s, int threads, const gbench_opts_t
 int bench_gemm(int argc, char** argv) {
     gbench_opts_t o = {.reps = 5, .with_peers = 1, .ffn = 1, .products = 1};
     int quick = 0, only_threads = 0, even = 1, uneven = 1, only_set = -1, only_shape = -1;
+    int reps_set = 0;
     const char* isa_arg = NULL;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) {
             quick = 1;
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
-            o.reps = atoi(argv[++i]);
+            if (bench_int_arg("gemm", "--reps", argv[++i], 1, 64, &o.reps)) return 2;
+            reps_set = 1;
         } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             isa_arg = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            only_threads = atoi(argv[++i]);
+            if (bench_int_arg("gemm", "--threads", argv[++i], 1, 4096, &only_threads)) return 2;
         } else if (!strcmp(argv[i], "--no-peers")) {
             o.with_peers = 0;
         } else if (!strcmp(argv[i], "--no-ffn")) {
@@ -284,11 +286,8 @@ int bench_gemm(int argc, char** argv) {
                 return 2;
             }
         } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
-            only_shape = atoi(argv[++i]);
-            if (only_shape < 0 || only_shape >= SHAPES_PER_SET) {
-                fprintf(stderr, "moed-bench gemm: --shape takes 0..%d\n", SHAPES_PER_SET - 1);
+            if (bench_int_arg("gemm", "--shape", argv[++i], 0, SHAPES_PER_SET - 1, &only_shape))
                 return 2;
-            }
         } else {
             fprintf(stderr,
                     "moed-bench gemm: unknown option '%s'\n"
@@ -303,8 +302,7 @@ int bench_gemm(int argc, char** argv) {
             return 2;
         }
     }
-    if (quick && o.reps == 5) o.reps = 3;
-    if (o.reps < 1) o.reps = 1;
+    if (quick && !reps_set) o.reps = 3;
     int any = 0;
     for (int isa = 0; isa < KERN_N_ISA; isa++) {
         const kern_table_t* t = kern_table_for((kern_isa_t)isa);

@@ -64,8 +64,7 @@ static double time_layer(const layer_shape_t* s, int threads, int prepack, int r
         y[i] = rng_normal(8, RNG_STREAM(RNG_DATA_X, 0), 0, (uint64_t)i);
     }
     step_stats_t st;
-    double t[64];
-    if (reps > 64) reps = 64;
+    double t[64];                     // reps <= 64 (bench_layer)
     train_step(&tr, x, y, 1e-4, &st); // warm-up: first touch of every buffer
     for (int r = 0; r < reps; r++) {
         double t0 = bench_now();
@@ -80,15 +79,16 @@ static double time_layer(const layer_shape_t* s, int threads, int prepack, int r
 }
 
 int bench_layer(int argc, char** argv) {
-    int threads = 1, reps = 5, isa = -1;
+    int threads = 1, reps = 5, isa = -1, reps_set = 0, quick = 0;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
-            reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--quick"))
-            reps = 3;
-        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            if (bench_int_arg("layer", "--threads", argv[++i], 1, 4096, &threads)) return 2;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            if (bench_int_arg("layer", "--reps", argv[++i], 1, 64, &reps)) return 2;
+            reps_set = 1;
+        } else if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             const char* name = argv[++i];
             for (int t = 0; t < KERN_N_ISA; t++)
                 if (kern_table_for((kern_isa_t)t) &&
@@ -98,8 +98,15 @@ int bench_layer(int argc, char** argv) {
                 fprintf(stderr, "moed-bench layer: ISA '%s' is not available here\n", name);
                 return 2;
             }
+        } else {
+            fprintf(stderr,
+                    "moed-bench layer: unknown option '%s' (options: --threads N, --reps N, "
+                    "--quick, --isa NAME)\n",
+                    argv[i]);
+            return 2;
         }
     }
+    if (quick && !reps_set) reps = 3;
     int provided;
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
     omp_set_num_threads(threads);

@@ -161,14 +161,13 @@ int bench_peak(int argc, char** argv) {
     int threads = max_threads();
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
-            threads = atoi(argv[++i]);
+            if (bench_int_arg("peak", "--threads", argv[++i], 1, 4096, &threads)) return 2;
         } else {
             fprintf(stderr, "moed-bench peak: unknown option '%s' (options: --threads N)\n",
                     argv[i]);
             return 2;
         }
     }
-    if (threads < 1) threads = 1;
     static const struct {
         kern_isa_t isa;
         const char* what;
