@@ -193,10 +193,16 @@ int main(int argc, char** argv) {
 
     int route[T * K]; // [T, K]
     static const int widths[2] = {5, MAX_WIDTH};
-    for (int kase = 0; kase < N_ROUTES; kase++) {
-        make_routing(kase, route);
-        for (int w = 0; w < 2; w++) check_case(&ctx, &rt, route, kase, widths[w]);
+    // Both posting orders of the exchange's blocks: the scattered one, and plain rank order
+    // (kept for moed-bench comm's comparison); each must deliver every row to its place.
+    for (int order = 0; order < 2; order++) {
+        ctx.post_rank_order = order;
+        for (int kase = 0; kase < N_ROUTES; kase++) {
+            make_routing(kase, route);
+            for (int w = 0; w < 2; w++) check_case(&ctx, &rt, route, kase, widths[w]);
+        }
     }
+    ctx.post_rank_order = 0;
 
     // Errors are agreed: a negative count on the last rank only, or more rows than max_rows
     // arriving at rank 0 only, make every rank return MPI_ERR_COUNT (nobody is left
