@@ -49,7 +49,7 @@ for s in 'alltoallv' 'alltoallv_chunked' '\.\.\. 8 chunks' 'ring \(tokens\)' 'ri
 done
 check "no exchange table with --steps-only" bash -c "! grep -q 'raw MPI_Alltoallv' '$WORK/steps'"
 
-# Bad input: one line on stderr and exit 2, never a hang.
+# Bad input: a message on stderr and exit 2 (on every rank), never a hang.
 bad_run() { # bad_run NP WHAT-TO-FIND ARGS...
   local np=$1 want=$2; shift 2
   run_to /dev/null "$WORK/err" 60 "$MPIEXEC" -n "$np" "$BENCH" comm "$@"
