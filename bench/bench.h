@@ -27,6 +27,10 @@ int bench_int_arg(const char* cmd, const char* opt, const char* val, long lo, lo
 int bench_double_arg(const char* cmd, const char* opt, const char* val, double lo, double hi,
                      double* out);
 
+// An option the subcommand does not know: one line pointing to moed-bench --help (where the
+// table in main.c lists every subcommand's options), and the exit code 2.
+int bench_unknown(const char* cmd, const char* opt);
+
 // Wall-clock seconds (monotonic).
 double bench_now(void);
 // Median of x[n] (sorts x in place).

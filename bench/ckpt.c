@@ -317,8 +317,7 @@ int bench_ckpt(int argc, char** argv) {
             usage();
             return 0;
         } else {
-            fprintf(stderr, "moed-bench ckpt: unknown option '%s'\n", argv[i]);
-            return 2;
+            return bench_unknown("ckpt", argv[i]);
         }
     }
 

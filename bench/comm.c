@@ -489,8 +489,7 @@ int bench_comm(int argc, char** argv) {
         else if (!strcmp(o, "--prepack") && i + 1 < argc) // compute.prepack
             g_prepack = argv[++i];
         else {
-            fprintf(stderr, "moed-bench comm: unknown option '%s'\n", o);
-            return 2;
+            return bench_unknown("comm", o);
         }
         if (bad) return 2;
     }

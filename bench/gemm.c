@@ -289,17 +289,7 @@ int bench_gemm(int argc, char** argv) {
             if (bench_int_arg("gemm", "--shape", argv[++i], 0, SHAPES_PER_SET - 1, &only_shape))
                 return 2;
         } else {
-            fprintf(stderr,
-                    "moed-bench gemm: unknown option '%s'\n"
-                    "options: --quick (d=512 f=1024: both even shapes and uneven E=8; 3 reps)\n"
-                    "         --uneven-only  --reps N  --threads N  --check (compare results)\n"
-                    "         --set small|big (d=512 f=1024 | d=1024 f=2816)  --shape 0..3 (8x512,"
-                    " 64x32,\n         8 uneven, 64 uneven)\n"
-                    "         --isa NAME|all (default: every SIMD ISA the CPU runs; ref is slow)"
-                    "  --no-peers\n         --no-ffn (skip the fused/pre-packed FFN forward)  "
-                    "--ffn-only\n",
-                    argv[i]);
-            return 2;
+            return bench_unknown("gemm", argv[i]);
         }
     }
     if (quick && !reps_set) o.reps = 3;

@@ -99,11 +99,7 @@ int bench_layer(int argc, char** argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr,
-                    "moed-bench layer: unknown option '%s' (options: --threads N, --reps N, "
-                    "--quick, --isa NAME)\n",
-                    argv[i]);
-            return 2;
+            return bench_unknown("layer", argv[i]);
         }
     }
     if (quick && !reps_set) reps = 3;

@@ -62,6 +62,12 @@ int bench_double_arg(const char* cmd, const char* opt, const char* val, double l
     return 0;
 }
 
+int bench_unknown(const char* cmd, const char* opt) {
+    fprintf(stderr, "moed-bench %s: unknown option '%s' (moed-bench --help lists the options)\n",
+            cmd, opt);
+    return 2;
+}
+
 double bench_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

@@ -163,9 +163,7 @@ int bench_peak(int argc, char** argv) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             if (bench_int_arg("peak", "--threads", argv[++i], 1, 4096, &threads)) return 2;
         } else {
-            fprintf(stderr, "moed-bench peak: unknown option '%s' (options: --threads N)\n",
-                    argv[i]);
-            return 2;
+            return bench_unknown("peak", argv[i]);
         }
     }
     static const struct {
