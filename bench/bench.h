@@ -19,6 +19,8 @@ int bench_comm(int argc, char** argv);  // bench/comm.c:  dispatch/combine strat
 // of `isa`'s vector width (KERN_REF: scalar). Measured once per (isa, threads), then cached.
 // Returns 0 when the CPU lacks the ISA.
 double bench_peak_gflops(kern_isa_t isa, int threads);
+// Measures it again and keeps the larger: the most this machine has shown in the run.
+double bench_peak_remeasure(kern_isa_t isa, int threads);
 
 // Numeric option values: *out = val when it is a whole number (or, for the double, a finite
 // number) in [lo, hi], and 0 returned; otherwise a one-line error naming the subcommand, the

@@ -165,6 +165,12 @@ static int bench_shape(const gbench_shape_t* s, int threads, const gbench_opts_t
         printf("\nE=%d groups x %d rows, d=%d f=%d, %d thread%s\n", s->E, s->rows, s->d, s->f,
                threads, threads > 1 ? "s" : "");
     }
+    // %peak against the most the FMA loop has reached so far, measured again after the shape
+    for (int isa = 0; isa < KERN_N_ISA; isa++)
+        if (o->isa_on[isa])
+            printf("  %%peak of %.1f GF/s (%s, %d thread%s: the most measured in this run)\n",
+                   bench_peak_remeasure((kern_isa_t)isa, threads),
+                   kern_table_for((kern_isa_t)isa)->name, threads, threads > 1 ? "s" : "");
     printf("  %-5s %-8s %5s %5s %5s |", "prod", "", "m", "n", "k");
     for (int isa = 0; isa < KERN_N_ISA; isa++)
         if (o->isa_on[isa]) printf(" %7s GF/s %%peak |", kern_table_for((kern_isa_t)isa)->name);

@@ -141,13 +141,23 @@ static double measure(fma_fn fn, int threads, double seconds) {
 
 static double cache[KERN_N_ISA][1024];
 
-double bench_peak_gflops(kern_isa_t isa, int threads) {
+// The peak of a shared or throttled machine moves during a run (a VM's neighbours, power
+// limits): on the AVX-512 device one run's start measured 137 GFLOP/s and its products then
+// ran at 145. So the cache keeps the largest measurement, and bench_peak_remeasure adds one.
+static double peak(kern_isa_t isa, int threads, int again) {
     fma_fn fn = (int)isa >= 0 && isa < KERN_N_ISA ? fma_for(isa) : NULL;
     if (!fn || threads < 1) return 0;
     if (threads >= 1024) return measure(fn, threads, 0.2);
-    if (cache[isa][threads] == 0) cache[isa][threads] = measure(fn, threads, 0.2);
+    if (cache[isa][threads] == 0 || again) {
+        double g = measure(fn, threads, 0.2);
+        if (g > cache[isa][threads]) cache[isa][threads] = g;
+    }
     return cache[isa][threads];
 }
+
+double bench_peak_gflops(kern_isa_t isa, int threads) { return peak(isa, threads, 0); }
+
+double bench_peak_remeasure(kern_isa_t isa, int threads) { return peak(isa, threads, 1); }
 
 static int max_threads(void) {
 #ifdef _OPENMP
