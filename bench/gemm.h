@@ -44,9 +44,10 @@ typedef struct {
     int E;
     int m[GBENCH_MAX_E], k[GBENCH_MAX_E]; // per group; 0 rows: the group is skipped
     long ao[GBENCH_MAX_E + 1], bo[GBENCH_MAX_E + 1], co[GBENCH_MAX_E + 1]; // [E]: totals
-    const float* a; // [ao[E]] in the stored layout
-    const float* b; // [bo[E]]
-    float* c;       // [co[E]]
+    int ro[GBENCH_MAX_E + 1]; // the groups' row offsets, as the layer's kern_for_groups gets them
+    const float* a;           // [ao[E]] in the stored layout
+    const float* b;           // [bo[E]]
+    float* c;                 // [co[E]]
 } gbench_job_t;
 
 // Per-group dims and offsets of product p over shape s (buffers set separately).

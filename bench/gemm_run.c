@@ -41,6 +41,7 @@ void gbench_job_init(gbench_job_t* j, const gbench_product_t* p, const gbench_sh
         j->ao[e + 1] = j->ao[e] + (long)j->m[e] * j->k[e];
         j->bo[e + 1] = j->bo[e] + (long)j->k[e] * p->n;
         j->co[e + 1] = j->co[e] + (long)j->m[e] * p->n;
+        j->ro[e + 1] = j->ro[e] + r;
     }
 }
 
@@ -55,12 +56,25 @@ double gbench_job_flops(const gbench_job_t* j) {
 // of the timing.
 static int group_empty(const gbench_job_t* j, int e) { return j->m[e] == 0 || j->k[e] == 0; }
 
-static void run_ours(const kern_table_t* t, const gbench_job_t* j) {
+// Ours as the layer runs it (compute/gmm.c): the groups through kern_for_groups, which shares
+// them among the threads, instead of a loop of calls each split among all of them.
+typedef struct {
+    const kern_table_t* t;
+    const gbench_job_t* j;
+} ours_ctx_t;
+
+static void ours_group(int e, void* v) {
+    const ours_ctx_t* o = v;
+    const gbench_job_t* j = o->j;
     const gbench_product_t* p = j->p;
-    for (int e = 0; e < j->E; e++)
-        if (!group_empty(j, e))
-            t->sgemm(j->m[e], p->n, j->k[e], j->a + j->ao[e], p->rsa, p->csa, j->b + j->bo[e],
-                     p->rsb, p->csb, j->c + j->co[e], p->n, 0);
+    if (!group_empty(j, e))
+        o->t->sgemm(j->m[e], p->n, j->k[e], j->a + j->ao[e], p->rsa, p->csa, j->b + j->bo[e],
+                    p->rsb, p->csb, j->c + j->co[e], p->n, 0);
+}
+
+static void run_ours(const kern_table_t* t, const gbench_job_t* j) {
+    ours_ctx_t o = {t, j};
+    kern_for_groups(j->E, j->ro, ours_group, &o);
 }
 
 // Strides to a cblas transpose flag and leading dimension (one of them is 1).

@@ -458,10 +458,16 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
 
 #ifdef _OPENMP
 // Splits C among up to `nthreads` threads as a grid of mt x nt rectangles on micro-tile
-// boundaries (columns: whole panel units), choosing the grid that minimises the largest
-// rectangle (load balance); on a tie the one with fewer row splits, since each thread packs
-// all of B for its columns: splitting the columns has each weight element read from memory
-// by one thread only. Threads past mt*nt idle. Any grid gives the same bits.
+// boundaries (columns: whole panel units). Each thread packs the A rows and B columns of its
+// rectangle, so a grid's cost per thread is its rectangle's multiply-adds plus its packing:
+// rows x cols + PACK_COST x (rows + cols) per step of k, packing an element costing about
+// as much as 2 x MR multiply-adds (a load and a store, or a transpose, against MR x NR FMAs
+// per NR-wide load in the micro-kernel). The cheapest grid wins; one with more row splits
+// must be cheaper by 1/32, the model's own precision, since with fewer each weight element
+// (B) is read from memory by fewer threads. Area alone put
+// 512 x 512 products on 16 threads at 1 x 16: each thread packed all of A for 32 columns.
+// Threads past mt*nt idle. Any grid gives the same bits.
+#define PACK_COST (2 * MR)
 static void partition(const gemm_args_t* g, int nthreads, int* mt_out, int* nt_out) {
     int unit = panel_unit(g);
     long tiles_m = (g->m + MR - 1) / MR, tiles_n = (g->panels + unit - 1) / unit;
@@ -474,13 +480,14 @@ static void partition(const gemm_args_t* g, int nthreads, int* mt_out, int* nt_o
         *nt_out = 1;
         return;
     }
-    long best_area = -1;
+    long best = -1;
     *mt_out = *nt_out = 1;
     for (int mt = 1; mt <= nthreads && mt <= tiles_m; mt++) {
         int nt = (int)MIN(nthreads / mt, tiles_n);
         long rows = (tiles_m + mt - 1) / mt * MR, cols = (tiles_n + nt - 1) / nt * unit * NR;
-        if (best_area < 0 || rows * cols < best_area) {
-            best_area = rows * cols;
+        long cost = rows * cols + PACK_COST * (rows + cols);
+        if (best < 0 || cost + cost / 32 < best) {
+            best = cost;
             *mt_out = mt;
             *nt_out = nt;
         }

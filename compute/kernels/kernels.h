@@ -84,6 +84,15 @@ extern const kern_table_t* kern;
 // Selects `isa` (KERN_* or -1 for auto). Returns 0, or -1 when the CPU lacks it.
 int kern_select(int isa);
 
+// Runs fn(g, ctx) for every group g in [0, n) of a grouped product, group g's work being
+// offs[g + 1] - offs[g] (its rows: the other two dimensions are the same for every group). Groups
+// with at least 1 / (2T) of the work run one after another on all T threads; the others are
+// handed out whole to the threads, each running single-threaded inside (compute/kernels/
+// groups.c says why). fn must write only group g's outputs; the result is then the same for
+// any thread count. Called inside a parallel region, it runs the groups in order.
+typedef void (*kern_group_fn)(int g, void* ctx);
+void kern_for_groups(int n, const int* offs, kern_group_fn fn, void* ctx);
+
 // ---- Internal to compute/kernels/ (the ISA files and dispatch.c); not for callers. ----
 
 // The tables each ISA file defines. kern_table_for hands them out after checking the CPU.

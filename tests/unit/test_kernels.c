@@ -6,6 +6,9 @@
 // shared with test_kernels_avx512.c.
 #include <check.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "compute/kernels/kernels.h"
 #include "tests/common/kernel_checks.h"
@@ -92,6 +95,65 @@ ISA_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
 ISA_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
 ISA_TEST(test_pack_b_part, kc_check_pack_b_part)
 
+// ---- kern_for_groups: every group once; which run inside the pool ----
+
+typedef struct {
+    int calls[16];
+    int pooled[16]; // run inside the parallel region
+} groups_log_t;
+
+static void log_group(int g, void* v) {
+    groups_log_t* l = v;
+    l->calls[g]++;
+#ifdef _OPENMP
+    l->pooled[g] = omp_in_parallel();
+#endif
+}
+
+// rows: the groups' sizes; want: 1 where the group must be handed out (pooled), 0 where it
+// must run on all threads.
+static void check_groups(int threads, int n, const int* rows, const int* want) {
+    int offs[17] = {0};
+    for (int g = 0; g < n; g++) offs[g + 1] = offs[g] + rows[g];
+    groups_log_t l = {{0}, {0}};
+    kc_set_threads(threads);
+    kern_for_groups(n, offs, log_group, &l);
+    kc_set_threads(1);
+    for (int g = 0; g < n; g++) {
+        ck_assert_msg(l.calls[g] == 1, "%d threads: group %d called %d times", threads, g,
+                      l.calls[g]);
+#ifdef _OPENMP
+        ck_assert_msg(l.pooled[g] == want[g], "%d threads: group %d (%d rows) %s", threads, g,
+                      rows[g], want[g] ? "not handed out" : "handed out");
+#endif
+    }
+}
+
+START_TEST(test_for_groups) {
+    // 16 equal groups on 4 threads: all handed out, 4 each
+    int eq[16], all[16], none[16] = {0};
+    for (int g = 0; g < 16; g++) eq[g] = 32, all[g] = 1;
+    check_groups(4, 16, eq, all);
+    check_groups(1, 16, eq, none); // one thread: in order
+    // one large group (>= 1/8 of the work on 4 threads) on all threads, the 8 small ones pooled,
+    // empty ones included
+    int mixed[10] = {100, 1, 0, 1, 1, 1, 1, 1, 1, 1};
+    int mixed_want[10] = {0, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    check_groups(4, 10, mixed, mixed_want);
+    // a lone small group is not worth a pool
+    int lone[3] = {10, 10, 1};
+    check_groups(4, 3, lone, none);
+    // small groups too uneven to share out (the 4 would finish long after the 1s): in order
+    int uneven[4] = {40, 4, 1, 1};
+    check_groups(4, 4, uneven, none);
+    // 8 groups of 512 on 2 threads are each below 1/4 of the work: handed out, 4 each
+    check_groups(2, 8, eq, all);
+    // every group large: in order
+    int big[2] = {7, 9};
+    check_groups(4, 2, big, none);
+}
+END_TEST
+
 static Suite* kernels_suite(void) {
     Suite* s = suite_create("kernels");
     TCase* tc = tcase_create("sgemm");
@@ -108,6 +170,7 @@ static Suite* kernels_suite(void) {
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_pack_b_part, 0, KERN_N_ISA);
+    tcase_add_test(tc, test_for_groups);
     suite_add_tcase(s, tc);
     return s;
 }

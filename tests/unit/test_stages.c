@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "compute/gmm.h"
 #include "compute/kernels/kernels.h"
 #include "compute/loss.h"
@@ -359,6 +363,94 @@ START_TEST(test_gmm) {
 }
 END_TEST
 
+// The four grouped GEMMs give the same bits for any thread count, whether kern_for_groups
+// splits a group among the threads or hands groups out whole (many small groups), and with
+// weights packed on the fly or pre-packed.
+enum { GT_OUT = 11 };
+
+static void set_threads(int t) {
+#ifdef _OPENMP
+    omp_set_num_threads(t);
+#else
+    (void)t;
+#endif
+}
+
+static void run_gmm_all(const gmm_shape_t* s, const float* in[5], float* out[GT_OUT]) {
+    // in: x, w0, w1, wo, dy; out: h0, h1, a, y, da, dwo, dh0, dh1, dx, dw0, dw1
+    gmm_up_forward(s, in[0], in[1], in[2], out[0], out[1], out[2]);
+    gmm_down_forward(s, out[2], in[3], out[3]);
+    gmm_down_backward(s, out[2], in[3], in[4], out[4], out[5]);
+    gmm_up_backward(s, in[0], in[1], in[2], out[0], out[1], out[4], out[6], out[7], out[8], out[9],
+                    out[10]);
+}
+
+static void check_gmm_threads(const kern_table_t* kt, int G, const int* rows, int prepack) {
+    ck_assert_int_eq(kern_select(kt->isa), 0);
+    const int d = 33, f = 70;
+    int offs[65] = {0};
+    for (int g = 0; g < G; g++) offs[g + 1] = offs[g] + rows[g];
+    long N = offs[G], wsz = (long)G * d * f;
+    long in_n[5] = {N * d, wsz, wsz, wsz, N * d};
+    long out_n[GT_OUT] = {N * f, N * f, N * f, N * d, N * f, wsz, N * f, N * f, N * d, wsz, wsz};
+    const float* in[5];
+    for (int i = 0; i < 5; i++) {
+        float* b = malloc(sizeof(float) * in_n[i]);
+        tu_fill_normal(b, in_n[i], 40 + i, i >= 1 && i <= 3 ? 0.2f : 1.0f);
+        in[i] = b;
+    }
+    gmm_packed_t pk;
+    float* pmem = NULL;
+    gmm_shape_t s = {.n_groups = G, .offs = offs, .d = d, .f = f};
+    if (prepack) {
+        pmem = aligned_alloc(64, (gmm_packed_floats(G, d, f, 1) * sizeof(float) + 63) / 64 * 64);
+        gmm_packed_bind(&pk, G, d, f, 1, pmem);
+        gmm_pack(&pk, in[1], in[2], in[3]);
+        s.packed = &pk;
+    }
+    float* one[GT_OUT]; // [threads = 1]
+    float* out[GT_OUT];
+    for (int i = 0; i < GT_OUT; i++) {
+        one[i] = malloc(sizeof(float) * out_n[i]);
+        out[i] = malloc(sizeof(float) * out_n[i]);
+    }
+    set_threads(1);
+    run_gmm_all(&s, in, one);
+    for (int th = 2; th <= 4; th++) {
+        for (int i = 0; i < GT_OUT; i++) memset(out[i], 0xff, sizeof(float) * out_n[i]);
+        set_threads(th);
+        run_gmm_all(&s, in, out);
+        set_threads(1);
+        for (int i = 0; i < GT_OUT; i++)
+            ck_assert_msg(memcmp(one[i], out[i], sizeof(float) * out_n[i]) == 0,
+                          "%s G=%d prepack=%d: output %d differs at %d threads from 1", kt->name, G,
+                          prepack, i, th);
+    }
+    for (int i = 0; i < GT_OUT; i++) free(one[i]), free(out[i]);
+    for (int i = 0; i < 5; i++) free((float*)in[i]);
+    free(pmem);
+}
+
+START_TEST(test_gmm_threads) {
+    ck_assert_int_eq(kern_init(4), 0);
+    // 48 small groups, some empty, one of 1 row: handed out whole from 2 threads on
+    int small[48];
+    for (int g = 0; g < 48; g++) small[g] = g % 7 == 3 ? 0 : g % 11 == 5 ? 1 : 3 + g % 9;
+    // two large groups split among the threads, the small ones handed out
+    int mixed[20] = {150, 0, 1, 4, 2, 4, 130, 3, 4, 2, 1, 4, 3, 4, 2, 3, 4, 4, 2, 3};
+    for (int isa = 0; isa < KERN_N_ISA; isa++) {
+        const kern_table_t* kt = kern_table_for((kern_isa_t)isa);
+        if (!kt) continue;
+        for (int prepack = 0; prepack < 2; prepack++) {
+            check_gmm_threads(kt, 48, small, prepack);
+            check_gmm_threads(kt, 20, mixed, prepack);
+        }
+    }
+    ck_assert_int_eq(kern_select(-1), 0);
+    kern_shutdown();
+}
+END_TEST
+
 START_TEST(test_gmm_flops) { ck_assert(gmm_forward_flops(10, 3, 5) == 2.0 * 10 * 3 * 5 * 3); }
 END_TEST
 
@@ -369,6 +461,7 @@ static Suite* stages_suite(void) {
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_mse);
     tcase_add_test(tc, test_gmm);
+    tcase_add_test(tc, test_gmm_threads);
     tcase_add_test(tc, test_gmm_flops);
     suite_add_tcase(s, tc);
     return s;
