@@ -7,7 +7,8 @@
 // groups to threads instead packs everything once and needs no synchronisation inside a
 // product. So: groups that are a large share of the work (at least 1 / (2T) of it) keep
 // all the threads each, one after another, and the rest are handed out whole, a group at a
-// time to whichever thread is free. A group's product runs the same code either way, and the
+// time to whichever thread is free, when there are enough of them to keep the threads about
+// evenly busy (below). A group's product runs the same code either way, and the
 // kernels' bits do not depend on the thread count (DESIGN.md §3), so neither does the result.
 #include "compute/kernels/kernels.h"
 
