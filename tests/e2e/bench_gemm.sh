@@ -1,7 +1,7 @@
 # moed-bench gemm's uneven groups, as a smoke test: the uneven E=8 shape (groups of 0, 1, 7,
 # 33, 517 ... rows) runs through ours, OpenBLAS and oneDNN at 1 thread, one round, and with
-# --check every result must match OpenBLAS's; --set/--shape run one shape; bad options exit
-# 2. Skipped (77) in builds without moed-bench (the sanitizer build leaves it out).
+# --check every result must match OpenBLAS's; --set/--shape run one shape (64 groups of 32 on
+# 2 threads, checked the same way); bad options exit 2. Skipped (77) in builds without moed-bench (the sanitizer build leaves it out).
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 BENCH=$MOED_BUILD/moed-bench
 [ -x "$BENCH" ] || { echo "skip: $BENCH not built"; exit 77; }
@@ -41,13 +41,18 @@ set +e
 set -e
 check "--uneven-only with --ffn-only exits 2" \
   bash -c "[ $RC -eq 2 ] && grep -q 'leave nothing to run' '$WORK/err'"
-# --set / --shape pick one shape: 64 groups of 32 rows at d=512 f=1024, nothing else.
-run_to "$WORK/out1" "$WORK/err" 120 "$BENCH" gemm --set small --shape 1 --reps 1 --threads 1 \
-  --no-ffn --no-peers
-check "--set small --shape 1 exits 0" [ "$RC" -eq 0 ]
+# --set / --shape pick one shape: 64 groups of 32 rows at d=512 f=1024, nothing else. On 2
+# threads ours hands those groups out whole (kern_for_groups); --check compares the result.
+run_to "$WORK/out1" "$WORK/err" 120 "$BENCH" gemm --set small --shape 1 --reps 1 --threads 2 \
+  --no-ffn --check
+cat "$WORK/out1"
+check "--set small --shape 1 --threads 2 exits 0" [ "$RC" -eq 0 ]
 check "--set small --shape 1 runs that shape alone" \
   [ "$(grep -c '^E=' "$WORK/out1")" -eq 1 -a \
-    "$(grep -c '^E=64 groups x 32 rows, d=512 f=1024, 1 thread' "$WORK/out1")" -eq 1 ]
+    "$(grep -c '^E=64 groups x 32 rows, d=512 f=1024, 2 threads' "$WORK/out1")" -eq 1 ]
+check "2 threads: every product checked against OpenBLAS, none failed" \
+  bash -c "[ \$(grep -cE '^  (up|down|dA|dW|dX) .*oneDNN [0-9.]+e[-+][0-9]+ [a-z0-9]+ [0-9.]+e' '$WORK/out1') -eq 5 ] && ! grep -q 'check FAILED' '$WORK/out1'"
+check "the peak the table's % is of is printed" grep -qE '^  %peak of [0-9]+\.[0-9] GF/s' "$WORK/out1"
 for bad in "--shape 4" "--set medium"; do
   set +e
   "$BENCH" gemm $bad >/dev/null 2>"$WORK/err"; RC=$?
