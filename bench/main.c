@@ -18,6 +18,7 @@ static const struct {
      "grouped GEMM shapes of the MoE layer, even and uneven groups, vs OpenBLAS and oneDNN "
      "[--quick] [--uneven-only] [--check] [--reps N] [--isa NAME|all] [--threads N] "
      "[--set small|big] [--shape 0..3] [--no-peers] [--no-ffn] [--ffn-only]"},
+    {"gmm", bench_gemm, "the same as gemm (the grouped matmuls' name in compute/gmm.c)"},
     {"layer", bench_layer,
      "one MoE layer's training step [--threads N] [--reps N] [--isa NAME] [--quick]"},
     {"comm", bench_comm,

@@ -53,6 +53,11 @@ check "--set small --shape 1 runs that shape alone" \
 check "2 threads: every product checked against OpenBLAS, none failed" \
   bash -c "[ \$(grep -cE '^  (up|down|dA|dW|dX) .*oneDNN [0-9.]+e[-+][0-9]+ [a-z0-9]+ [0-9.]+e' '$WORK/out1') -eq 5 ] && ! grep -q 'check FAILED' '$WORK/out1'"
 check "the peak the table's % is of is printed" grep -qE '^  %peak of [0-9]+\.[0-9] GF/s' "$WORK/out1"
+# gmm, the issue's name for it, is the same subcommand
+run_to "$WORK/out2" "$WORK/err" 120 "$BENCH" gmm --set small --shape 1 --reps 1 --threads 1 \
+  --no-ffn --no-peers
+check "moed-bench gmm runs gemm's shape" \
+  [ "$RC" -eq 0 -a "$(grep -c '^E=64 groups x 32 rows, d=512 f=1024, 1 thread' "$WORK/out2")" -eq 1 ]
 for bad in "--shape 4" "--set medium"; do
   set +e
   "$BENCH" gemm $bad >/dev/null 2>"$WORK/err"; RC=$?
