@@ -46,15 +46,6 @@ static const gbench_shape_t shapes_big[SHAPES_PER_SET] = {
     {64, 2048, 1024, 2816, sizes64},
 };
 
-static float* buf_alloc(long floats) {
-    float* p = aligned_alloc(64, ((size_t)floats * sizeof(float) + 63) & ~(size_t)63);
-    if (!p) {
-        fprintf(stderr, "moed-bench gemm: out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
 // --check: runs every implementation once more into C (NaN-filled first, so a group left
 // unwritten shows) and compares each with OpenBLAS's C on the groups with rows. Returns the
 // largest |difference| relative to the largest |C| of OpenBLAS, or NAN on a mismatch of
@@ -99,10 +90,10 @@ static int bench_shape(const gbench_shape_t* s, int threads, const gbench_opts_t
         if (jobs[i].bo[E] > bmax) bmax = jobs[i].bo[E];
         if (jobs[i].co[E] > cmax) cmax = jobs[i].co[E];
     }
-    float* a = buf_alloc(amax);
-    float* b = buf_alloc(bmax);
-    float* c = buf_alloc(cmax);
-    float* ref = o->check ? buf_alloc(cmax) : NULL;
+    float* a = gbench_alloc((size_t)amax);
+    float* b = gbench_alloc((size_t)bmax);
+    float* c = gbench_alloc((size_t)cmax);
+    float* ref = o->check ? gbench_alloc((size_t)cmax) : NULL;
     gbench_fill(a, amax, 1);
     gbench_fill(b, bmax, 2);
     memset(c, 0, (size_t)cmax * sizeof(float));

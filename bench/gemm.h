@@ -86,6 +86,9 @@ typedef struct {
     int isa_on[KERN_N_ISA];
 } gbench_opts_t;
 
+// floats of 64-byte (in fact 2 MiB) aligned memory on huge pages where the kernel gives them;
+// exits on failure.
+float* gbench_alloc(size_t floats);
 void gbench_fill(float* x, long n, unsigned seed);
 void gbench_set_threads(int threads);
 // Median of x[n], leaving x in its round order.

@@ -4,7 +4,6 @@
 // weights (paid once per optimizer step); oneDNN's two up matmuls for scale. Even groups.
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "bench/gemm.h"
 
@@ -72,22 +71,6 @@ static void run_ffn(const kern_table_t* t, const ffn_t* F, int what, const gbenc
     }
 }
 
-// In 2 MiB-aligned blocks backed by transparent huge pages where the kernel has them, as
-// the pack buffers (dispatch.c) and the arena: pre-packed B is read like a pack buffer.
-static float* ffn_alloc(size_t floats) {
-    const size_t huge = (size_t)2 << 20;
-    size_t bytes = (floats * sizeof(float) + huge - 1) & ~(huge - 1);
-    float* p = aligned_alloc(huge, bytes);
-    if (!p) {
-        fprintf(stderr, "moed-bench gemm: out of memory\n");
-        exit(1);
-    }
-#ifdef MADV_HUGEPAGE
-    madvise(p, bytes, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 // The forward of the expert FFN through one table: the up-projection unfused, fused, and
 // fused on pre-packed weights (with the time to pack them, which training pays once per
 // optimizer step), the down-projection plain and pre-packed, and oneDNN's two up matmuls
@@ -98,16 +81,16 @@ void gbench_ffn(const gbench_shape_t* s, int threads, const kern_table_t* t,
     ffn_t F = {.s = s};
     F.up_n = t->packed_floats((int)d, (int)f, 2);
     F.down_n = t->packed_floats((int)f, (int)d, 1);
-    float* x = ffn_alloc(E * r * d);
-    float* w0 = ffn_alloc(E * d * f);
-    float* w1 = ffn_alloc(E * d * f);
-    float* wo = ffn_alloc(E * f * d);
+    float* x = gbench_alloc(E * r * d);
+    float* w0 = gbench_alloc(E * d * f);
+    float* w1 = gbench_alloc(E * d * f);
+    float* wo = gbench_alloc(E * f * d);
     gbench_fill(x, E * r * d, 3), gbench_fill(w0, E * d * f, 4), gbench_fill(w1, E * d * f, 5),
         gbench_fill(wo, E * f * d, 6);
     F.x = x, F.w0 = w0, F.w1 = w1, F.wo = wo;
-    F.h0 = ffn_alloc(E * r * f), F.h1 = ffn_alloc(E * r * f), F.act = ffn_alloc(E * r * f);
-    F.y = ffn_alloc(E * r * d);
-    F.pup = ffn_alloc(E * F.up_n), F.pdown = ffn_alloc(E * F.down_n);
+    F.h0 = gbench_alloc(E * r * f), F.h1 = gbench_alloc(E * r * f), F.act = gbench_alloc(E * r * f);
+    F.y = gbench_alloc(E * r * d);
+    F.pup = gbench_alloc(E * F.up_n), F.pdown = gbench_alloc(E * F.down_n);
     gbench_product_t p[GBENCH_N_PRODUCTS];
     gbench_products((int)r, (int)d, (int)f, p);
     gbench_job_t j0, j1; // the up-projection (p[0]) into h0 and h1

@@ -11,11 +11,30 @@
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "bench/gemm.h"
+
+// Every operand in 2 MiB-aligned blocks backed by transparent huge pages where the kernel has
+// them, as the arena (daemon/arena.c) holds the layer's weights and activations and
+// dispatch.c the pack buffers: a product reads a weight a row run at a time, 11 KiB apart,
+// one 4 KiB page per row with small pages.
+float* gbench_alloc(size_t floats) {
+    const size_t huge = (size_t)2 << 20;
+    size_t bytes = (floats * sizeof(float) + huge - 1) & ~(huge - 1);
+    float* p = aligned_alloc(huge, bytes);
+    if (!p) {
+        fprintf(stderr, "moed-bench gemm: out of memory\n");
+        exit(1);
+    }
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
 
 void gbench_products(int r, int d, int f, gbench_product_t p[GBENCH_N_PRODUCTS]) {
     // forward up: X[r, d] W[d, f]
