@@ -70,11 +70,9 @@ void kern_for_groups(int n, const int* offs, kern_group_fn fn, void* ctx) {
     for (int g = 0; g < n; g++) // the large groups (all of them without a pool), in order
         if (!pool || !is_small(&G, g)) fn(g, ctx);
     if (!pool) return;
-        // Each call inside sees omp_in_parallel() and runs single-threaded on its own thread's
-        // pack buffers.
 #ifdef _OPENMP
 #pragma omp parallel num_threads(T)
-    {
+    { // each call inside sees omp_in_parallel(): single-threaded, on its own pack buffers
 #pragma omp for schedule(dynamic, 1) nowait
         for (int g = 0; g < n; g++)
             if (is_small(&G, g) && pass_of(&G, g) == 0) fn(g, ctx);
