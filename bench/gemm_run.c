@@ -25,6 +25,7 @@
 float* gbench_alloc(size_t floats) {
     const size_t huge = (size_t)2 << 20;
     size_t bytes = (floats * sizeof(float) + huge - 1) & ~(huge - 1);
+    if (bytes == 0) bytes = huge; // aligned_alloc(_, 0) may return NULL
     float* p = aligned_alloc(huge, bytes);
     if (!p) {
         fprintf(stderr, "moed-bench gemm: out of memory\n");
