@@ -318,6 +318,85 @@ void kc_check_inside_parallel_region(const kern_table_t* t) {
     free(b.buf);
 }
 
+// ---- kern_for_groups teams ----
+
+enum { TG_GROUPS = 8, TG_M = 512, TG_N = 40, TG_K = 70, TG_SMALL = 5 };
+
+typedef struct {
+    const kern_table_t* t;
+    const float *a, *b, *bt, *b1;     // [G*M][K], [G][K][N], [G][N][K] (B transposed), [G][K][N]
+    float *c, *h0, *h1, *out, *z, *s; // [G*M][N] each; s: [G*SMALL][N]
+    int team_max;                     // largest team that ran a group
+} teams_ctx_t;
+
+// What a group of the layer does (compute/gmm.c): an overwrite then an accumulate of the same
+// shape onto the same C, the fused up-projection, a k = 0 product (zeros) and one too small to
+// split (the team's first thread does it).
+static void teams_group(int g, void* v) {
+    teams_ctx_t* x = v;
+    const kern_table_t* t = x->t;
+    long ro = (long)g * TG_M, bo = (long)g * TG_K * TG_N;
+    const float* a = x->a + ro * TG_K;
+    float* c = x->c + ro * TG_N;
+    t->sgemm(TG_M, TG_N, TG_K, a, TG_K, 1, x->bt + bo, 1, TG_K, c, TG_N, 0);
+    t->sgemm(TG_M, TG_N, TG_K, a, TG_K, 1, x->b + bo, TG_N, 1, c, TG_N, 1);
+    t->gemm_swiglu(TG_M, TG_N, TG_K, a, TG_K, 1, x->b + bo, x->b1 + bo, TG_N, 1, NULL,
+                   x->h0 + ro * TG_N, x->h1 + ro * TG_N, x->out + ro * TG_N, TG_N);
+    t->sgemm(TG_M, TG_N, 0, a, TG_K, 1, x->b + bo, TG_N, 1, x->z + ro * TG_N, TG_N, 0);
+    t->sgemm(TG_SMALL, TG_N, TG_K, a, TG_K, 1, x->b + bo, TG_N, 1, x->s + (long)g * TG_SMALL * TG_N,
+             TG_N, 0);
+    int idx, size = kern_team(&idx);
+#ifdef _OPENMP
+#pragma omp critical(kc_teams)
+#endif
+    if (size > x->team_max) x->team_max = size;
+}
+
+// Run by teams (16 threads, 8 groups of 512 rows: kern_for_groups gives each group a team of
+// 2 under the AVX2 cost model), every output has the bits of a plain single-threaded loop.
+void kc_check_teams(const kern_table_t* t) {
+    if (!kern_table_for(KERN_AVX2)) return; // the plan below is AVX2's
+    kern_shutdown();
+    ck_assert_int_eq(kern_init(16), 0);
+    ck_assert_int_eq(kern_select(KERN_AVX2), 0);
+    long am = (long)TG_GROUPS * TG_M * TG_K, bm = (long)TG_GROUPS * TG_K * TG_N;
+    long cm = (long)TG_GROUPS * TG_M * TG_N, sm = (long)TG_GROUPS * TG_SMALL * TG_N;
+    float* in = malloc(sizeof(float) * (am + 3 * bm));
+    tu_fill_normal(in, am + 3 * bm, 77, 0.5f);
+    long outs = 5 * cm + sm;
+    float* got[2]; // [outs] each: 1 thread, then teams
+    int offs[TG_GROUPS + 1];
+    for (int g = 0; g <= TG_GROUPS; g++) offs[g] = g * TG_M;
+    for (int run = 0; run < 2; run++) {
+        got[run] = malloc(sizeof(float) * outs);
+        for (long i = 0; i < outs; i++) got[run][i] = GUARD;
+        float* o = got[run];
+        teams_ctx_t x = {t,      in,         in + am,    in + am + bm, in + am + 2 * bm, o,
+                         o + cm, o + 2 * cm, o + 3 * cm, o + 4 * cm,   o + 5 * cm,       0};
+        set_threads(run ? 16 : 1);
+        kern_for_groups(TG_GROUPS, offs, teams_group, &x);
+        set_threads(1);
+#ifdef _OPENMP
+        if (run) ck_assert_msg(x.team_max == 2, "%s: teams of %d, want 2", t->name, x.team_max);
+#endif
+    }
+    static const char* names[] = {"C", "H0", "H1", "out", "zeros", "small"};
+    for (int i = 0; i < 6; i++) {
+        long off = i * cm, len = i < 5 ? cm : sm;
+        for (long e = 0; e < len; e++)
+            ck_assert_msg(memcmp(&got[0][off + e], &got[1][off + e], sizeof(float)) == 0,
+                          "%s: %s[%ld] by teams %g, alone %g", t->name, names[i], e,
+                          got[1][off + e], got[0][off + e]);
+    }
+    ck_assert(got[0][4 * cm] == 0.0f && got[0][5 * cm] != GUARD);
+    free(got[0]);
+    free(got[1]);
+    free(in);
+    ck_assert_int_eq(kern_select(-1), 0);
+    kern_shutdown();
+    ck_assert_int_eq(kern_init(4), 0);
+}
+
 // ---- SwiGLU ----
 
 #define SN 1037 // not a multiple of 16: the zero-padded tail runs too

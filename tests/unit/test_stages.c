@@ -416,7 +416,9 @@ static void check_gmm_threads(const kern_table_t* kt, int G, const int* rows, in
     }
     set_threads(1);
     run_gmm_all(&s, in, one);
-    for (int th = 2; th <= 4; th++) {
+    static const int threads[] = {2, 3, 4, 16};
+    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+        int th = threads[ti];
         for (int i = 0; i < GT_OUT; i++) memset(out[i], 0xff, sizeof(float) * out_n[i]);
         set_threads(th);
         run_gmm_all(&s, in, out);
@@ -432,18 +434,22 @@ static void check_gmm_threads(const kern_table_t* kt, int G, const int* rows, in
 }
 
 START_TEST(test_gmm_threads) {
-    ck_assert_int_eq(kern_init(4), 0);
+    ck_assert_int_eq(kern_init(16), 0);
     // 48 small groups, some empty, one of 1 row: handed out whole from 2 threads on
     int small[48];
     for (int g = 0; g < 48; g++) small[g] = g % 7 == 3 ? 0 : g % 11 == 5 ? 1 : 3 + g % 9;
     // two large groups split among the threads, the small ones handed out
     int mixed[20] = {150, 0, 1, 4, 2, 4, 130, 3, 4, 2, 1, 4, 3, 4, 2, 3, 4, 4, 2, 3};
+    // 8 equal large groups: on 16 threads (avx2's cost model) teams of 2 threads, each group
+    // split between its team's two
+    int teams[8] = {512, 512, 512, 512, 512, 512, 512, 512};
     for (int isa = 0; isa < KERN_N_ISA; isa++) {
         const kern_table_t* kt = kern_table_for((kern_isa_t)isa);
         if (!kt) continue;
         for (int prepack = 0; prepack < 2; prepack++) {
             check_gmm_threads(kt, 48, small, prepack);
             check_gmm_threads(kt, 20, mixed, prepack);
+            check_gmm_threads(kt, 8, teams, prepack);
         }
     }
     ck_assert_int_eq(kern_select(-1), 0);
