@@ -7,10 +7,12 @@
 #          ../shared/tools/device-pack .dev build/moed build/moed-bench build/moed-bench-base \
 #              -- config/tiny2.ini;  cp docs/device-ab.sh .dev/ab.sh
 # Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && bash .dev/ab.sh
-#          (carry [".dev"], timeout_s BUDGET + 30). Writes 7 files under $OUT: ab_base.txt and
-# ab_new.txt (gemm at all threads, every shape, two rounds), layer.txt, gemm1.txt (the last
-# shape on one thread), comm.txt (the exchange at P = 16 and 8), peak.txt, progress.txt.
-# Used on 2026-11-26 for the group scheduler (README, Performance: 317 s).
+#          (carry [".dev"], timeout_s BUDGET + 30). Writes 8 files under $OUT: tests.txt (the
+# native AVX-512 kernel suite, when build/tests/test_kernels_avx512 is bundled too),
+# ab_base.txt and ab_new.txt (gemm at all threads, every shape, two rounds), layer.txt,
+# gemm1.txt (the last shape on one thread), comm.txt (the exchange at P = 16 and 8),
+# peak.txt, progress.txt. Used on 2026-11-26 for the group scheduler (README, Performance:
+# 317 s) and on 2026-11-27 for the team plan of kern_for_groups.
 cd /tmp/bundle
 NC=$(nproc)
 END=$(($(date +%s) + ${BUDGET:-400}))
@@ -18,6 +20,9 @@ log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
 lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 ? left : 1)) || echo $1; }
 bin_of() { [ $1 = base ] && echo bin/moed-bench-base || echo bin/moed-bench; }
 log start
+if [ -x bin/test_kernels_avx512 ]; then
+  timeout $(lim 60) bin/test_kernels_avx512 > $OUT/tests.txt 2>&1; log tests $?
+fi
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?
 for round in 1 2; do
   order="base new"; [ $round = 2 ] && order="new base"

@@ -456,25 +456,6 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
     }
 }
 
-// The pack buffers of thread `tid`, checked against this file's blocking: dispatch.c sizes
-// them for the compiled-in tables, which the emulated AVX-512 table (tests only) is not one of.
-static const kern_pack_t* pack_for(int tid) {
-    const kern_pack_t* pk = kern_pack_for(tid);
-    if (!pk) {
-        fprintf(stderr,
-                "moed: kernels: no pack buffer for thread %d (kern_init(%d) too small or "
-                "not called)\n",
-                tid, kern_pack_threads());
-        abort();
-    }
-    if (pk->a_floats < (size_t)(MC + MR) * KC || pk->b_floats < (size_t)KC * (NC + NR)) {
-        fprintf(stderr, "moed: kernels: %s: pack buffers sized for a smaller blocking\n",
-                KERN_NAME);
-        abort();
-    }
-    return pk;
-}
-
 #ifdef _OPENMP
 // Splits C among up to `nthreads` threads as a grid of mt x nt rectangles on micro-tile
 // boundaries (columns: whole panel units). Each thread packs the A rows and B columns of its
@@ -523,39 +504,36 @@ static void split(int len, int t, int parts, int idx, int* lo, int* hi) {
 }
 #endif
 
+// The pack buffers of thread `tid`, checked against this file's blocking: dispatch.c sizes
+// them for the compiled-in tables, which the emulated AVX-512 table (tests only) is not one of.
+static const kern_pack_t* pack_for(int tid) {
+    const kern_pack_t* pk = kern_pack_for(tid);
+    if (!pk) {
+        fprintf(stderr,
+                "moed: kernels: no pack buffer for thread %d (kern_init(%d) too small or "
+                "not called)\n",
+                tid, kern_pack_threads());
+        abort();
+    }
+    if (pk->a_floats < (size_t)(MC + MR) * KC || pk->b_floats < (size_t)KC * (NC + NR)) {
+        fprintf(stderr, "moed: kernels: %s: pack buffers sized for a smaller blocking\n",
+                KERN_NAME);
+        abort();
+    }
+    return pk;
+}
+
 // Below this many multiply-adds a parallel region costs more than it saves.
 #define PARALLEL_MIN_MACS (1L << 18)
-
-#ifdef _OPENMP
-// This thread's rectangle of C among `nthreads` (thread `idx`), partitioned as above.
-static void run_share(const gemm_args_t* g, int nthreads, int idx, int tid) {
-    int mt, nt;
-    partition(g, nthreads, &mt, &nt);
-    if (idx >= mt * nt) return;
-    int m0, m1, q0, q1;
-    split(g->m, MR, mt, idx / nt, &m0, &m1);
-    split(g->panels, panel_unit(g), nt, idx % nt, &q0, &q1);
-    if (m0 < m1 && q0 < q1) gemm_rect(g, m0, m1, q0, q1, pack_for(tid));
-}
-#endif
 
 static void drv_run(const gemm_args_t* g) {
     int nthreads = 1, tid0 = 0;
 #ifdef _OPENMP
-    int small = (long)g->m * g->n * g->halves * g->k < PARALLEL_MIN_MACS;
     if (omp_in_parallel()) {
-        // Called from a worker: its own buffers, and its part of the product when it is one
-        // of a kern_for_groups team (a small product: the team's first thread does it all).
-        tid0 = omp_get_thread_num();
-        int idx, size = kern_team(&idx);
-        if (size > 1 && !small) {
-            run_share(g, size, idx, tid0);
-            return;
-        }
-        if (idx > 0) return;
+        tid0 = omp_get_thread_num(); // called from a worker: its own buffers, one thread
     } else {
         nthreads = MIN(omp_get_max_threads(), kern_pack_threads());
-        if (small) nthreads = 1;
+        if ((long)g->m * g->n * g->halves * g->k < PARALLEL_MIN_MACS) nthreads = 1;
     }
 #endif
     if (nthreads <= 1) {
@@ -564,17 +542,20 @@ static void drv_run(const gemm_args_t* g) {
     }
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nthreads)
-    // The team may be smaller than asked for; partition by what we got.
-    run_share(g, omp_get_num_threads(), omp_get_thread_num(), omp_get_thread_num());
+    {
+        // The team may be smaller than asked for; partition by what we got.
+        int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
+        int mt, nt;
+        partition(g, nt_all, &mt, &nt);
+        if (tid < mt * nt) {
+            int m0, m1, q0, q1;
+            split(g->m, MR, mt, tid / nt, &m0, &m1);
+            split(g->panels, panel_unit(g), nt, tid % nt, &q0, &q1);
+            const kern_pack_t* pk = pack_for(tid);
+            if (m0 < m1 && q0 < q1) gemm_rect(g, m0, m1, q0, q1, pk);
+        }
+    }
 #endif
-}
-
-// Whether this thread writes what a whole-product shortcut (k = 0) writes: not when it is a
-// kern_for_groups team's second thread or later, which the first one's writes cover.
-static int team_first(void) {
-    int idx;
-    kern_team(&idx);
-    return idx == 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -602,7 +583,7 @@ static void drv_sgemm_any(int m, int n, int k, const float* a, long rsa, long cs
                           int accumulate) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {
-        if (!accumulate && team_first()) zero_rows(m, n, c, ldc);
+        if (!accumulate) zero_rows(m, n, c, ldc);
         return;
     }
     gemm_args_t g = args_for(m, n, k, a, rsa, csa, rsb, csb, bpre, 1);
@@ -631,7 +612,7 @@ static void drv_sgemm_packed(int m, int n, int k, const float* a, long rsa, long
 // busiest thread the fewest panels, since threads split whole run pairs. Any run gives the
 // same bits.
 static int fused_run(int m, int n) {
-    int rows = MIN(m, MC), half = (n + NR - 1) / NR, idx, threads = kern_team(&idx);
+    int rows = MIN(m, MC), half = (n + NR - 1) / NR, threads = 1;
 #ifdef _OPENMP
     if (!omp_in_parallel()) threads = omp_get_max_threads();
 #endif
@@ -652,7 +633,6 @@ static void drv_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long 
                             float* h0, float* h1, float* out, long ldc) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) { // H0 = H1 = 0, and out = silu(0) * 0 through the same formula
-        if (!team_first()) return;
         zero_rows(m, n, h0, ldc);
         zero_rows(m, n, h1, ldc);
         for (int i = 0; i < m; i += MR)

@@ -85,20 +85,13 @@ extern const kern_table_t* kern;
 int kern_select(int isa);
 
 // Runs fn(g, ctx) for every group g in [0, n) of a grouped product, group g's work being
-// offs[g + 1] - offs[g] (its rows: the other two dimensions are the same for every group).
-// Depending on the groups' sizes and the thread count (compute/kernels/groups.c says how),
-// a group runs on all T threads, on one thread, or on a team of threads that splits each of
-// its products while other teams run other groups: fn(g, ctx) is then called once by every
-// thread of the team, and each kern call inside does that thread's part (kern_team). So fn
-// must write only group g's outputs and do its work through kern calls (or check kern_team);
-// a product that accumulates onto an earlier product's C must have that product's shape, so
-// that every element of C has the same owner in both. The result is the same for any thread
-// count. Called inside a parallel region, it runs the groups in order.
+// offs[g + 1] - offs[g] (its rows: the other two dimensions are the same for every group). Groups
+// with at least 1 / (2T) of the work run one after another on all T threads; the others are
+// handed out whole to the threads, each running single-threaded inside (compute/kernels/
+// groups.c says why). fn must write only group g's outputs; the result is then the same for
+// any thread count. Called inside a parallel region, it runs the groups in order.
 typedef void (*kern_group_fn)(int g, void* ctx);
 void kern_for_groups(int n, const int* offs, kern_group_fn fn, void* ctx);
-// The calling thread's team inside kern_for_groups: its size, and *idx its place in it
-// (0..size-1); 1 and 0 outside a team. The table entries split their work by it.
-int kern_team(int* idx);
 
 // ---- Internal to compute/kernels/ (the ISA files and dispatch.c); not for callers. ----
 

@@ -1,15 +1,13 @@
 // Reference kernels: plain C, no blocking, no threads. The yardstick the fast ISA files are
 // tested against, and the fallback on CPUs without AVX2. Each C element is one float
 // accumulator summed over p = 0, 1, ..., k-1 in that order (no FMA contraction: the build
-// passes -ffp-contract=off), so the result depends only on the inputs. Inside a
-// kern_for_groups team each thread computes every size-th row, from its place in the team.
+// passes -ffp-contract=off), so the result depends only on the inputs.
 #include "compute/kernels/kernels.h"
 #include "compute/swiglu.h"
 
-// Rows i0, i0 + step, ... of C.
-static void ref_rows(int i0, int step, int m, int n, int k, const float* a, long rsa, long csa,
-                     const float* b, long rsb, long csb, float* c, long ldc, int accumulate) {
-    for (int i = i0; i < m; i += step) {
+static void ref_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
+                      long rsb, long csb, float* c, long ldc, int accumulate) {
+    for (int i = 0; i < m; i++) {
         for (int j = 0; j < n; j++) {
             float acc = 0.0f;
             for (int p = 0; p < k; p++) acc += a[i * rsa + p * csa] * b[p * rsb + j * csb];
@@ -17,12 +15,6 @@ static void ref_rows(int i0, int step, int m, int n, int k, const float* a, long
             *cij = accumulate ? *cij + acc : acc;
         }
     }
-}
-
-static void ref_sgemm(int m, int n, int k, const float* a, long rsa, long csa, const float* b,
-                      long rsb, long csb, float* c, long ldc, int accumulate) {
-    int idx, size = kern_team(&idx);
-    ref_rows(idx, size, m, n, k, a, rsa, csa, b, rsb, csb, c, ldc, accumulate);
 }
 
 // Pre-packed B for ref: each column contiguous (panels of one column, no KC blocking); the
@@ -57,16 +49,15 @@ static void ref_sgemm_packed(int m, int n, int k, const float* a, long rsa, long
 static void ref_gemm_swiglu(int m, int n, int k, const float* a, long rsa, long csa,
                             const float* b0, const float* b1, long rsb, long csb, const float* bp,
                             float* h0, float* h1, float* out, long ldc) {
-    int idx, size = kern_team(&idx);
-    for (int i = idx; i < m; i += size) {
+    for (int i = 0; i < m; i++) {
         const float* ai = a + i * rsa;
         float *h0i = h0 + i * ldc, *h1i = h1 + i * ldc;
         if (bp) { // pre-packed: column j of B0 at bp[2jk], of B1 at bp[(2j+1)k]
-            ref_rows(0, 1, 1, n, k, ai, rsa, csa, bp, 1, 2L * k, h0i, ldc, 0);
-            ref_rows(0, 1, 1, n, k, ai, rsa, csa, bp + k, 1, 2L * k, h1i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, bp, 1, 2L * k, h0i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, bp + k, 1, 2L * k, h1i, ldc, 0);
         } else {
-            ref_rows(0, 1, 1, n, k, ai, rsa, csa, b0, rsb, csb, h0i, ldc, 0);
-            ref_rows(0, 1, 1, n, k, ai, rsa, csa, b1, rsb, csb, h1i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, b0, rsb, csb, h0i, ldc, 0);
+            ref_sgemm(1, n, k, ai, rsa, csa, b1, rsb, csb, h1i, ldc, 0);
         }
         swiglu_forward(n, h0i, h1i, out + i * ldc);
     }

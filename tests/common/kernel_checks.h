@@ -48,10 +48,6 @@ void kc_check_thread_invariance(const kern_table_t* t);
 void kc_check_position_invariance(const kern_table_t* t);
 // Calls from inside a parallel region: each on its own pack buffers, same bits.
 void kc_check_inside_parallel_region(const kern_table_t* t);
-// Products of the groups of kern_for_groups run by teams of threads (each thread its part of
-// each product) give the bits of a single thread. Re-initialises the pack buffers (16 threads,
-// then 4 again, as the fixtures have them).
-void kc_check_teams(const kern_table_t* t);
 
 // gemm_swiglu on edge shapes (m, n, k of 0, 1, tails, block neighbours, wider than NC),
 // threads 1..3, on-the-fly and pre-packed.

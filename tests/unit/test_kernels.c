@@ -92,34 +92,26 @@ ISA_TEST(test_general_strides, kc_check_general_strides)
 ISA_TEST(test_thread_count_invariance, kc_check_thread_invariance)
 ISA_TEST(test_position_invariance, kc_check_position_invariance)
 ISA_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
-ISA_TEST(test_teams, kc_check_teams)
 ISA_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
 ISA_TEST(test_pack_b_part, kc_check_pack_b_part)
 
-// ---- kern_for_groups: every group run by the threads its plan gives it ----
+// ---- kern_for_groups: every group once; which run inside the pool ----
 
 typedef struct {
     int calls[16];
-    int how[16]; // 0: outside a parallel region (all threads); else the team size inside one
+    int pooled[16]; // run inside the parallel region
 } groups_log_t;
 
 static void log_group(int g, void* v) {
     groups_log_t* l = v;
-#ifdef _OPENMP
-#pragma omp atomic
-#endif
     l->calls[g]++;
-    int idx, size = kern_team(&idx);
-    ck_assert_int_lt(idx, size);
 #ifdef _OPENMP
-    l->how[g] = omp_in_parallel() ? size : 0;
-#else
-    l->how[g] = size > 1 ? size : 0;
+    l->pooled[g] = omp_in_parallel();
 #endif
 }
 
-// rows: the groups' sizes; want: 0 where the group must run on all threads, 1 where it must
-// be handed out whole, s >= 2 where a team of s threads must run it (each calling fn once).
+// rows: the groups' sizes; want: 1 where the group must be handed out (pooled), 0 where it
+// must run on all threads.
 static void check_groups(int threads, int n, const int* rows, const int* want) {
     int offs[17] = {0};
     for (int g = 0; g < n; g++) offs[g + 1] = offs[g] + rows[g];
@@ -128,26 +120,19 @@ static void check_groups(int threads, int n, const int* rows, const int* want) {
     kern_for_groups(n, offs, log_group, &l);
     kc_set_threads(1);
     for (int g = 0; g < n; g++) {
-#ifdef _OPENMP
-        int want_calls = want[g] > 1 ? want[g] : 1;
-        ck_assert_msg(l.how[g] == want[g], "%d threads: group %d (%d rows) ran %d-way, want %d",
-                      threads, g, rows[g], l.how[g], want[g]);
-#else
-        int want_calls = 1;
-        (void)want;
-#endif
-        ck_assert_msg(l.calls[g] == want_calls, "%d threads: group %d called %d times", threads, g,
+        ck_assert_msg(l.calls[g] == 1, "%d threads: group %d called %d times", threads, g,
                       l.calls[g]);
+#ifdef _OPENMP
+        ck_assert_msg(l.pooled[g] == want[g], "%d threads: group %d (%d rows) %s", threads, g,
+                      rows[g], want[g] ? "not handed out" : "handed out");
+#endif
     }
 }
 
 START_TEST(test_for_groups) {
-    kern_shutdown(); // the fixture's 4 pack buffers cap the threads at 4
-    ck_assert_int_eq(kern_init(16), 0);
-    ck_assert_int_eq(kern_select(KERN_AVX2), 0); // the cost model takes its MR (6)
     // 16 equal groups on 4 threads: all handed out, 4 each
-    int eq[16], all[16], none[16] = {0}, pairs[16];
-    for (int g = 0; g < 16; g++) eq[g] = 32, all[g] = 1, pairs[g] = 2;
+    int eq[16], all[16], none[16] = {0};
+    for (int g = 0; g < 16; g++) eq[g] = 32, all[g] = 1;
     check_groups(4, 16, eq, all);
     check_groups(1, 16, eq, none); // one thread: in order
     // one large group (>= 1/8 of the work on 4 threads) on all threads, the 8 small ones pooled,
@@ -162,18 +147,10 @@ START_TEST(test_for_groups) {
     int uneven[4] = {40, 4, 1, 1};
     check_groups(4, 4, uneven, none);
     // 8 groups of 512 on 2 threads are each below 1/4 of the work: handed out, 4 each
-    int g512[8];
-    for (int g = 0; g < 8; g++) g512[g] = 512;
-    check_groups(2, 8, g512, all);
+    check_groups(2, 8, eq, all);
     // every group large: in order
     int big[2] = {7, 9};
     check_groups(4, 2, big, none);
-    // 8 groups of 512 on 16 threads (each 1/8 of the work: large): 8 teams of 2, each
-    // packing a quarter of what a 16-way split of every group has a thread pack
-    check_groups(16, 8, g512, pairs);
-    // on 8 threads the model's gain from teams (5%) is within its margin: in order
-    check_groups(8, 8, g512, none);
-    ck_assert_int_eq(kern_select(-1), 0);
 }
 END_TEST
 
@@ -190,7 +167,6 @@ static Suite* kernels_suite(void) {
     tcase_add_loop_test(tc, test_general_strides, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_thread_count_invariance, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_position_invariance, 0, KERN_N_ISA);
-    tcase_add_loop_test(tc, test_teams, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_pack_b_part, 0, KERN_N_ISA);

@@ -440,16 +440,15 @@ START_TEST(test_gmm_threads) {
     for (int g = 0; g < 48; g++) small[g] = g % 7 == 3 ? 0 : g % 11 == 5 ? 1 : 3 + g % 9;
     // two large groups split among the threads, the small ones handed out
     int mixed[20] = {150, 0, 1, 4, 2, 4, 130, 3, 4, 2, 1, 4, 3, 4, 2, 3, 4, 4, 2, 3};
-    // 8 equal large groups: on 16 threads (avx2's cost model) teams of 2 threads, each group
-    // split between its team's two
-    int teams[8] = {512, 512, 512, 512, 512, 512, 512, 512};
+    // 8 equal large groups, each split among all the threads (16: grids of 2 x 8 and more)
+    int large[8] = {512, 512, 512, 512, 512, 512, 512, 512};
     for (int isa = 0; isa < KERN_N_ISA; isa++) {
         const kern_table_t* kt = kern_table_for((kern_isa_t)isa);
         if (!kt) continue;
         for (int prepack = 0; prepack < 2; prepack++) {
             check_gmm_threads(kt, 48, small, prepack);
             check_gmm_threads(kt, 20, mixed, prepack);
-            check_gmm_threads(kt, 8, teams, prepack);
+            check_gmm_threads(kt, 8, large, prepack);
         }
     }
     ck_assert_int_eq(kern_select(-1), 0);
