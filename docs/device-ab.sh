@@ -12,7 +12,7 @@
 # ab_base.txt and ab_new.txt (gemm at all threads, every shape, two rounds), layer.txt,
 # gemm1.txt (the last shape on one thread), comm.txt (the exchange at P = 16 and 8),
 # peak.txt, progress.txt. Used on 2026-11-26 for the group scheduler (README, Performance:
-# 317 s) and on 2026-11-27 for the team plan of kern_for_groups.
+# 317 s) and later that day for the team plan of kern_for_groups (reverted).
 cd /tmp/bundle
 NC=$(nproc)
 END=$(($(date +%s) + ${BUDGET:-400}))

@@ -440,7 +440,7 @@ START_TEST(test_gmm_threads) {
     for (int g = 0; g < 48; g++) small[g] = g % 7 == 3 ? 0 : g % 11 == 5 ? 1 : 3 + g % 9;
     // two large groups split among the threads, the small ones handed out
     int mixed[20] = {150, 0, 1, 4, 2, 4, 130, 3, 4, 2, 1, 4, 3, 4, 2, 3, 4, 4, 2, 3};
-    // 8 equal large groups, each split among all the threads (16: grids of 2 x 8 and more)
+    // 8 equal large groups, each split among all the threads in turn (up to 16 rectangles)
     int large[8] = {512, 512, 512, 512, 512, 512, 512, 512};
     for (int isa = 0; isa < KERN_N_ISA; isa++) {
         const kern_table_t* kt = kern_table_for((kern_isa_t)isa);
