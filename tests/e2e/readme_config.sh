@@ -1,5 +1,5 @@
 # README's configuration table is exactly `moed config --markdown` (the key table in
-# config/config.c), so the documentation cannot drift from the code.
+# config/keys.c), so the documentation cannot drift from the code.
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 "$MOED" config --markdown > "$WORK/generated.md"
 sed -n '/<!-- config-table:begin -->/,/<!-- config-table:end -->/p' "$MOED_SRC/README.md" |
