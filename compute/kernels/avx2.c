@@ -5,13 +5,14 @@
 
 #include "compute/kernels/avx2_swiglu.h"
 
-#define MR 6        // rows of the micro-tile: 6 broadcasts of A per k step
-#define NR 16       // columns of the micro-tile: two ymm of B per k step
-#define MC 144      // A block MC x KC = 144 KiB: fits the 512 KiB L2 beside the B panels
-#define KC 256      // B micro-panel KC x NR = 16 KiB: half of the 32 KiB L1D
-#define NC 4080     // B block KC x NC = 4 MiB: a slice of L3
-#define ROW_GROUP 4 // row-major B packed 4 panels at a time: runs of 256 B per row
-#define KC_BALANCED // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
+#define MR 6           // rows of the micro-tile: 6 broadcasts of A per k step
+#define NR 16          // columns of the micro-tile: two ymm of B per k step
+#define MC 144         // A block MC x KC = 144 KiB: fits the 512 KiB L2 beside the B panels
+#define KC 256         // B micro-panel KC x NR = 16 KiB: half of the 32 KiB L1D
+#define NC 4080        // B block KC x NC = 4 MiB: a slice of L3
+#define ROW_GROUP 4    // row-major B packed 4 panels at a time: runs of 256 B per row
+#define KC_BALANCED    // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
+#define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"
@@ -49,14 +50,15 @@ static inline __attribute__((always_inline)) void transpose8(__m256 r[8]) {
 // One A micro-panel: rows [0, mr) of a (element (r, p) at a[r*rsa + p*csa]) into dst [kc][MR].
 static void pack_a_panel(int mr, int kc, const float* a, long rsa, long csa, float* restrict dst) {
     int p = 0;
-    if (mr == MR && csa == 1) {
+    if (csa == 1) {
         // A row-major (the NN and NT cases): each row is contiguous in p. Transpose 8 p at a
-        // time; the 8-float stores overlap, each one's lanes 6..7 overwritten by the next
-        // (the last one spills 2 floats into the next panel or the slack, packed later).
+        // time, rows past mr zero; the 8-float stores overlap, each one's lanes 6..7
+        // overwritten by the next (the last one spills 2 floats into the next panel or the
+        // slack, packed later).
         for (; p + 8 <= kc; p += 8) {
             __m256 r[8];
-            for (int i = 0; i < MR; i++) r[i] = _mm256_loadu_ps(a + i * rsa + p);
-            r[6] = r[7] = _mm256_setzero_ps();
+            for (int i = 0; i < 8; i++)
+                r[i] = i < mr ? _mm256_loadu_ps(a + i * rsa + p) : _mm256_setzero_ps();
             transpose8(r);
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(dst + (p + j) * MR, r[j]);
         }
@@ -67,27 +69,30 @@ static void pack_a_panel(int mr, int kc, const float* a, long rsa, long csa, flo
     }
 }
 
-// The A block: rows [0, mc) into consecutive micro-panels, panel q at dst + q*MR*kc.
+// The A block: rows [0, mc) into one micro-panel per row tile (tile_rows), panel t at
+// dst + t*MR*kc, in increasing t (pack_a_panel's spill).
 static void pack_a_block(int mc, int kc, const float* a, long rsa, long csa, float* dst) {
+    int tiles = (mc + MR - 1) / MR, t = 0, ir;
     if (rsa == 1 && csa != 1) {
         // A column-major (TN, TT): a p-slice of all mc rows is contiguous. Walk p outermost
         // so each source line is read once; p-inner per panel would stride by csa and, for
-        // power-of-two csa, thrash one L1 set per panel.
-        int full = mc / MR * MR;
+        // power-of-two csa, thrash one L1 set per panel. The leading full tiles (t * MR rows
+        // each) this way, the others below.
+        while (t < tiles && tile_rows(mc, t, &ir) == MR) t++;
         for (int p = 0; p < kc; p++) {
             const float* src = a + p * csa;
             float* d = dst + p * MR;
-            for (int ir = 0; ir < full; ir += MR, d += (long)MR * kc) {
-                _mm_storeu_ps(d, _mm_loadu_ps(src + ir));
-                d[4] = src[ir + 4];
-                d[5] = src[ir + 5];
+            for (int r = 0; r < t * MR; r += MR, d += (long)MR * kc) {
+                _mm_storeu_ps(d, _mm_loadu_ps(src + r));
+                d[4] = src[r + 4];
+                d[5] = src[r + 5];
             }
         }
-        if (full < mc) pack_a_panel(mc - full, kc, a + full, rsa, csa, dst + (long)full * kc);
-        return;
     }
-    for (int ir = 0; ir < mc; ir += MR)
-        pack_a_panel(MIN(MR, mc - ir), kc, a + ir * rsa, rsa, csa, dst + (long)ir * kc);
+    for (; t < tiles; t++) {
+        int mr = tile_rows(mc, t, &ir);
+        pack_a_panel(mr, kc, a + ir * rsa, rsa, csa, dst + (long)t * MR * kc);
+    }
 }
 
 // One B micro-panel: columns [0, nr) of b (element (p, j) at b[p*rsb + j*csb]) into

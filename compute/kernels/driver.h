@@ -56,6 +56,28 @@ _Static_assert(NC / NR >= 2 * ROW_GROUP, "a B block must hold a fused run pair")
 
 #include "compute/kernels/driver_prefetch.h"
 
+// Row tiles of an A block of mc rows: ceil(mc / MR) of them, tile t's A micro-panel at
+// t * MR * kc in the packed block. Tile t covers rows [*first, *first + return value). All of
+// MR rows but the last, or with BALANCED_TILES (the ISA file's choice) a last tile of at most
+// MR / 2 rows shares the last two tiles' rows evenly with the one before (32 rows on MR = 6:
+// 6, 6, 6, 6, 4, 4, not 6, 6, 6, 6, 6, 2). A tile holds two accumulators per row, one FMA
+// chain each, and a chain waits on the FMA latency: on avx2 a 2-row tile's 4 chains keep
+// half of the two FMA pipes busy (it took 69% of a full tile's time for a third of its work),
+// a 4-row tile's 8 keep them all busy. Which tile a C element falls in never changes its FMA
+// chain, so any tiling gives the same bits.
+static inline int tile_rows(int mc, int t, int* first) {
+#ifdef BALANCED_TILES
+    int n = (mc + MR - 1) / MR, last = mc - (n - 1) * MR;
+    if (n >= 2 && 2 * last <= MR && t >= n - 2) {
+        int two = MR + last, lead = (two + 1) / 2;
+        *first = (n - 2) * MR + (t == n - 1 ? lead : 0);
+        return t == n - 1 ? two - lead : lead;
+    }
+#endif
+    *first = t * MR;
+    return MIN(MR, mc - t * MR);
+}
+
 // ---- What the ISA file defines after including this header ----
 
 // The A block: rows [0, mc) of a (element (r, p) at a[r*rsa + p*csa]) into consecutive
@@ -134,7 +156,7 @@ static inline int panel_unit(const gemm_args_t* g) { return g->halves == 2 ? 2 *
 typedef struct {
     int mc, np, kc;    // block extent: rows, panels, depth
     int ic, qb, pc;    // first row, first panel, first p
-    const float* abuf; // packed A block [mc/MR panels][kc][MR]
+    const float* abuf; // packed A block [ceil(mc/MR) panels][kc][MR], panel t: row tile t
     float* bbuf;       // packed B block [np][kc][NR], or a ring of `ring` panels
     int ring;          // 0, or: panel j lives in slot j % ring (see panel_buf)
     int overwrite;
@@ -173,17 +195,17 @@ static inline void epilogue(const gemm_args_t* g, const block_t* blk, int ir, in
     swiglu_tile(rows, MIN(NR, g->n - s * NR), g->c[0] + off, g->c[1] + off, g->out + off, g->ldc);
 }
 
-// Micro-tile (ir, j) of the block. The epilogue is the caller's: after a whole panel where
-// the loops go down panels (its exps are then independent work the core overlaps; one tile's
-// 12 vectors of exp, right after the tile, are a latency-bound chain), after the tile where
-// they go along rows.
-static inline void tile(const gemm_args_t* g, const block_t* blk, int ir, int j,
+// Micro-tile (t, j) of the block: row tile t (tile_rows), panel j. The epilogue is the
+// caller's: after a whole panel where the loops go down panels (its exps are then independent
+// work the core overlaps; one tile's 12 vectors of exp, right after the tile, are a
+// latency-bound chain), after the tile where they go along rows.
+static inline void tile(const gemm_args_t* g, const block_t* blk, int t, int j,
                         const ukr_pf_t* pf) {
-    int q = blk->qb + j, s, h = panel_half(g, q, &s);
-    int mr = MIN(MR, blk->mc - ir), nr = MIN(NR, g->n - s * NR);
+    int q = blk->qb + j, s, h = panel_half(g, q, &s), ir;
+    int mr = tile_rows(blk->mc, t, &ir), nr = MIN(NR, g->n - s * NR);
     long row = (long)(blk->ic + ir) * g->ldc, col = (long)s * NR;
-    ukr_any(mr, nr, blk->kc, blk->abuf + (long)ir * blk->kc, panel_buf(blk, j), g->c[h] + row + col,
-            g->ldc, blk->overwrite, pf);
+    ukr_any(mr, nr, blk->kc, blk->abuf + (long)t * MR * blk->kc, panel_buf(blk, j),
+            g->c[h] + row + col, g->ldc, blk->overwrite, pf);
 }
 
 // The first ic pass over a B block packs B on the way, overlapped with the arithmetic.
@@ -274,7 +296,7 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
                     pf.s[0] = &whole;
                     pf.n[0] = whole_share;
                 }
-                tile(g, blk, t * MR, q, &pf);
+                tile(g, blk, t, q, &pf);
             }
             epilogue(g, blk, 0, mc, q);
         }
@@ -297,7 +319,7 @@ static void later_pass(const gemm_args_t* g, const block_t* blk) {
         if (j + 1 < blk->np) next_b = pf_matrix(panel_buf(blk, j + 1), blk->kc, NR, NR, 1);
         pf.s[0] = &next_b;
         pf.n[0] = (int)((next_b.left + tiles - 1) / tiles);
-        for (int ir = 0; ir < blk->mc; ir += MR) tile(g, blk, ir, j, &pf);
+        for (int t = 0; t < tiles; t++) tile(g, blk, t, j, &pf);
         epilogue(g, blk, 0, blk->mc, j);
     }
 }
@@ -333,11 +355,13 @@ static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
     if (pack_b)
         for (int j = 0; j < blk->np; j++) pack_panel(g, blk, j, 0, blk->kc);
     ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
-    for (int ir = 0; ir < blk->mc; ir += MR)
+    for (int t = 0, tiles = (blk->mc + MR - 1) / MR; t < tiles; t++) {
+        int ir, mr = tile_rows(blk->mc, t, &ir);
         for (int j = 0; j < blk->np; j++) {
-            tile(g, blk, ir, j, &pf);
-            epilogue(g, blk, ir, MIN(MR, blk->mc - ir), j);
+            tile(g, blk, t, j, &pf);
+            epilogue(g, blk, ir, mr, j);
         }
+    }
 }
 
 // Panels per B block: NC's worth, in whole run pairs when fused.

@@ -265,8 +265,9 @@ void kc_check_thread_invariance(const kern_table_t* t) {
 // the temporary tile) or thread rectangle it falls in.
 void kc_check_position_invariance(const kern_table_t* t) {
     const int m = 61, n = 83, k = 2 * blocking(t).kc + 40; // 3 KC blocks
-    for (int tb = 0; tb < 2; tb++) {
-        kc_strided_t a = kc_make_operand(m, k, 0, 0, 31);
+    for (int tab = 0; tab < 4; tab++) {
+        int ta = tab / 2, tb = tab % 2;
+        kc_strided_t a = kc_make_operand(m, k, ta, 0, 31);
         kc_strided_t b = kc_make_operand(k, n, tb, 0, 32);
         float* full = malloc((size_t)m * n * sizeof(float)); // [m][n]
         set_threads(2);
@@ -282,9 +283,9 @@ void kc_check_position_invariance(const kern_table_t* t) {
             for (int i = 0; i < sm; i++)
                 ck_assert_msg(memcmp(part + (long)i * sn, full + (long)(i0 + i) * n + j0,
                                      (size_t)sn * sizeof(float)) == 0,
-                              "%s tb=%d: sub-block at (%d, %d) row %d differs from the full "
-                              "product",
-                              t->name, tb, i0, j0, i);
+                              "%s ta=%d tb=%d: sub-block at (%d, %d) row %d differs from the "
+                              "full product",
+                              t->name, ta, tb, i0, j0, i);
             free(part);
         }
         set_threads(1);
