@@ -408,5 +408,4 @@ void cfg_defaults(cfg_t* c) {
         check_entry(&cfg_keys[i], &v);
         store(c, &cfg_keys[i], v);
     }
-    // Fields of features that are not implemented yet: not in the table, so not settable.
 }
