@@ -83,8 +83,9 @@ void data_close(data_t* D) {
     if (D->source == CFG_DATA_HDF5) data_hdf5_close(&D->h5);
 }
 
-int data_batch(data_t* D, long step, long T, long t0, float* x, float* y) {
-    if (D->source == CFG_DATA_HDF5) return data_hdf5_batch(&D->h5, step, x, y);
+int data_batch(data_t* D, long step, long T, long t0, float* x, float* y, char* err,
+               size_t errlen) {
+    if (D->source == CFG_DATA_HDF5) return data_hdf5_batch(&D->h5, step, x, y, err, errlen);
     int d = D->d, Tl = D->Tl, Et = D->Et, kt = D->kt;
     uint64_t first = ((uint64_t)step * T + t0) * d; // global element index of x[0, 0]
     for (long i = 0; i < (long)Tl * d; i++)

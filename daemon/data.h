@@ -45,8 +45,9 @@ void data_layout(data_t* D, const cfg_t* c, int Tl, arena_t* a);
 int data_open(data_t* D, const cfg_t* c, int rank, int nranks, MPI_Comm comm, char* err,
               size_t errlen);
 // The batch of step `step` for global tokens [t0, t0 + Tl): x, y [Tl, d]. Collective for
-// hdf5. Returns MOED_OK or MOED_ERR_DATA.
-int data_batch(data_t* D, long step, long T, long t0, float* x, float* y);
+// hdf5. Returns MOED_OK, or MOED_ERR_DATA (a failed read, or a NaN/Inf in the file's rows)
+// with the same status and one-line message in err on every rank.
+int data_batch(data_t* D, long step, long T, long t0, float* x, float* y, char* err, size_t errlen);
 void data_close(data_t* D);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -140,6 +141,8 @@ int data_hdf5_open(data_hdf5_t* dh, const char* path, int d, long T, int rank, i
     memset(dh, 0, sizeof *dh);
     dh->file = dh->dx = dh->dy = dh->fspace = dh->mspace = dh->dxpl = H5I_INVALID_HID;
     dh->d = d, dh->T = T;
+    dh->rank = rank, dh->comm = comm;
+    snprintf(dh->path, sizeof dh->path, "%s", path ? path : "");
 
     char msg[MSGLEN] = "";
     int rc = MOED_OK;
@@ -225,11 +228,42 @@ static int read_rows(data_hdf5_t* dh, hid_t ds, long o, float* buf) {
     return MOED_OK;
 }
 
-int data_hdf5_batch(data_hdf5_t* dh, long step, float* x, float* y) {
+// The first non-finite value of the batch, row by row (x's row before y's), as a message
+// naming the dataset, its file row and column; MOED_OK if there is none. Memory row i is
+// file row (o + i) mod N. Row order makes the lowest failing rank's message the batch's first
+// bad row, so it is the same at every P.
+static int check_finite(const data_hdf5_t* dh, long step, long o, const float* x, const float* y,
+                        char* msg) {
+    for (long i = 0; i < dh->Tl; i++)
+        for (int which = 0; which < 2; which++) {
+            const float* row = (which ? y : x) + i * dh->d;
+            for (int j = 0; j < dh->d; j++) {
+                if (isfinite(row[j])) continue;
+                long r = (long)(((unsigned long)o + (unsigned long)i) % (unsigned long)dh->N);
+                snprintf(msg, MSGLEN,
+                         "%s: dataset %s row %ld column %d is %s (batch of step %ld): the data "
+                         "must be finite",
+                         dh->path, which ? "/y" : "/x", r, j, isnan(row[j]) ? "NaN" : "Inf", step);
+                return MOED_ERR_DATA;
+            }
+        }
+    return MOED_OK;
+}
+
+int data_hdf5_batch(data_hdf5_t* dh, long step, float* x, float* y, char* err, size_t errlen) {
     // (step·T + t0) mod N without overflowing for long runs over big files.
     unsigned __int128 g = (unsigned __int128)(unsigned long)step * (unsigned long)dh->T;
     long o = (long)((g + (unsigned long)dh->t0) % (unsigned long)dh->N);
-    int rx = read_rows(dh, dh->dx, o, x);
-    int ry = read_rows(dh, dh->dy, o, y);
-    return rx ? rx : ry;
+    char msg[MSGLEN] = "";
+    int rc = MOED_OK;
+    if (read_rows(dh, dh->dx, o, x) | read_rows(dh, dh->dy, o, y)) { // both: collective
+        snprintf(msg, MSGLEN, "%s: reading the rows of step %ld from /x and /y failed", dh->path,
+                 step);
+        rc = MOED_ERR_DATA;
+    }
+    if (rc == MOED_OK) rc = check_finite(dh, step, o, x, y, msg);
+    // One rank's bad row stops every rank, at the same step.
+    rc = agree(rc, msg, dh->rank, dh->comm);
+    if (rc) snprintf(err, errlen, "%s", msg);
+    return rc;
 }

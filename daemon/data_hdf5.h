@@ -10,16 +10,19 @@
 #include <stddef.h>
 
 typedef struct {
-    hid_t file;   // opened with the MPI-IO driver on the communicator given to open
-    hid_t dx, dy; // datasets /x and /y
-    hid_t fspace; // [N, d] file dataspace, reselected for every read
-    hid_t mspace; // [Tl, d] memory dataspace (one rank's batch), reselected for every read
-    hid_t dxpl;   // transfer property list: collective
-    long N;       // rows in the file
-    long T;       // global batch tokens
-    long Tl;      // rows per rank (T / P)
-    long t0;      // this rank's first token within a batch (rank · Tl)
-    int d;        // row width
+    hid_t file;     // opened with the MPI-IO driver on the communicator given to open
+    hid_t dx, dy;   // datasets /x and /y
+    hid_t fspace;   // [N, d] file dataspace, reselected for every read
+    hid_t mspace;   // [Tl, d] memory dataspace (one rank's batch), reselected for every read
+    hid_t dxpl;     // transfer property list: collective
+    long N;         // rows in the file
+    long T;         // global batch tokens
+    long Tl;        // rows per rank (T / P)
+    long t0;        // this rank's first token within a batch (rank · Tl)
+    int d;          // row width
+    int rank;       // in comm
+    MPI_Comm comm;  // the communicator of open and of every batch
+    char path[512]; // for messages (cfg_t's data.path has the same bound)
 } data_hdf5_t;
 
 // Opens and validates `path` collectively over `comm` (every rank calls it). T is the global
@@ -32,8 +35,12 @@ int data_hdf5_open(data_hdf5_t* dh, const char* path, int d, long T, int rank, i
                    MPI_Comm comm, char* err, size_t errlen);
 
 // This rank's rows of step `step`: x, y [Tl, d]. Collective (every rank calls it with the
-// same step). Allocates nothing. Returns MOED_OK or MOED_ERR_DATA (a read failed).
-int data_hdf5_batch(data_hdf5_t* dh, long step, float* x, float* y);
+// same step). Allocates nothing. Returns MOED_OK, or MOED_ERR_DATA when a read failed or a
+// value of x or y is NaN or Inf, with a one-line message in err naming the file, the dataset,
+// and for a non-finite value its row and column (one MPI_Allreduce of an int per call). Status and
+// message are the same on every rank (the lowest failing rank's), so callers can stop together and
+// report from rank 0.
+int data_hdf5_batch(data_hdf5_t* dh, long step, float* x, float* y, char* err, size_t errlen);
 
 // Collective. Safe on a zeroed or already closed handle.
 void data_hdf5_close(data_hdf5_t* dh);

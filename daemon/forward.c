@@ -5,9 +5,11 @@
 // routing decisions are written collectively. Every token's result depends on that token
 // alone, so the output is the same at any P and equals the training forward.
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "compute/kernels/kernels.h"
 #include "compute/omp_compat.h"
@@ -159,17 +161,40 @@ static herr_t rows_io(hid_t dset, hid_t mtype, hid_t dxpl, int write, long r0, l
     return rc;
 }
 
-static int run_forward(train_t* tr, fwd_files_t* F, float* x, int* experts, float* weights) {
+// The first NaN or Inf in rows [0, n) of x [n, d] (file rows r0 ...), as a one-line message.
+static int check_finite(const float* x, long n, int d, long r0, const char* input, char* err) {
+    for (long i = 0; i < n * d; i++) {
+        if (isfinite(x[i])) continue;
+        snprintf(err, ERRLEN, "%s: dataset /x row %ld column %ld is %s: the input must be finite",
+                 input, r0 + i / d, i % d, isnan(x[i]) ? "NaN" : "Inf");
+        return MOED_ERR_DATA;
+    }
+    return MOED_OK;
+}
+
+// Streams the input through the model. Returns a status agreed by every rank and already
+// reported: a failed read or a non-finite input stops all ranks at the same batch (one
+// agreement per batch, before its collective forward), a failed write at the end.
+static int run_forward(train_t* tr, fwd_files_t* F, const fwd_args_t* a, float* x, int* experts,
+                       float* weights, int rank, MPI_Comm comm, char* err) {
     const model_t* m = &tr->model;
     int d = m->d, L = m->L, k = m->k, Tl = tr->Tl;
     hsize_t xrow[2] = {(hsize_t)d, 1}, rrow[2] = {(hsize_t)L, (hsize_t)k};
     long nchunks = (F->N + tr->T - 1) / tr->T;
+    herr_t wrc = 0;
     for (long ch = 0; ch < nchunks; ch++) {
         long r0 = ch * tr->T + tr->t0;
         long n = F->N - r0 < Tl ? (F->N - r0 > 0 ? F->N - r0 : 0) : Tl;
         // padding rows past N are zeros; their outputs are dropped
         memset(x, 0, sizeof(float) * Tl * d);
-        herr_t rc = rows_io(F->dx, H5T_NATIVE_FLOAT, F->dxpl, 0, r0, n, 2, xrow, x);
+        int rc = MOED_OK;
+        if (rows_io(F->dx, H5T_NATIVE_FLOAT, F->dxpl, 0, r0, n, 2, xrow, x) < 0) {
+            snprintf(err, ERRLEN, "%s: reading rows %ld..%ld of /x failed", a->input, r0,
+                     r0 + n - 1);
+            rc = MOED_ERR_DATA;
+        }
+        if (rc == MOED_OK) rc = check_finite(x, n, d, r0, a->input, err);
+        if ((rc = cli_agree(rc, err, rank, comm))) return rc;
         train_forward(tr, x);
         for (long t = 0; t < n; t++)
             for (int l = 0; l < L; l++)
@@ -178,12 +203,12 @@ static int run_forward(train_t* tr, fwd_files_t* F, float* x, int* experts, floa
                     weights[(t * L + l) * k + i] = tr->acts[l].gates[t * k + i];
                 }
         const float* y = tr->h + (long)L * Tl * d;
-        rc |= rows_io(F->dy, H5T_NATIVE_FLOAT, F->dxpl, 1, r0, n, 2, xrow, (void*)y);
-        rc |= rows_io(F->de, H5T_NATIVE_INT, F->dxpl, 1, r0, n, 3, rrow, experts);
-        rc |= rows_io(F->dw, H5T_NATIVE_FLOAT, F->dxpl, 1, r0, n, 3, rrow, weights);
-        if (rc < 0) return MOED_ERR_DATA;
+        wrc |= rows_io(F->dy, H5T_NATIVE_FLOAT, F->dxpl, 1, r0, n, 2, xrow, (void*)y);
+        wrc |= rows_io(F->de, H5T_NATIVE_INT, F->dxpl, 1, r0, n, 3, rrow, experts);
+        wrc |= rows_io(F->dw, H5T_NATIVE_FLOAT, F->dxpl, 1, r0, n, 3, rrow, weights);
     }
-    return MOED_OK;
+    if (wrc < 0) snprintf(err, ERRLEN, "%s: writing the outputs failed", a->output);
+    return cli_agree(wrc < 0 ? MOED_ERR_DATA : MOED_OK, err, rank, comm);
 }
 
 int cmd_forward(int argc, char** argv, MPI_Comm comm) {
@@ -241,16 +266,16 @@ int cmd_forward(int argc, char** argv, MPI_Comm comm) {
 
     fwd_files_t F;
     rc = open_files(&a, c.model.d_model, c.model.n_layers, c.model.top_k, comm, &F, err);
-    if ((rc = cli_agree(rc, err, rank, comm)) == 0) {
-        rc = run_forward(&tr, &F, x, experts, weights);
-        if (rc) snprintf(err, ERRLEN, "%s: reading /x or writing %s failed", a.input, a.output);
-        rc = cli_agree(rc, err, rank, comm);
-    }
+    if ((rc = cli_agree(rc, err, rank, comm)) == 0)
+        rc = run_forward(&tr, &F, &a, x, experts, weights, rank, comm, err); // reported
     if (rc == 0 && rank == 0)
         printf("moed forward: %ld rows through %d layer%s of %s (step %ld) on %d rank%s -> %s\n",
                F.N, c.model.n_layers, c.model.n_layers > 1 ? "s" : "", a.ckpt, info.step, nranks,
                nranks > 1 ? "s" : "", a.output);
     close_files(&F);
+    // A failed pass leaves no partial output that could pass for a result (F.out still holds
+    // the closed file's id: it was created).
+    if (rc && F.out >= 0 && rank == 0) unlink(a.output);
     train_free(&tr);
     arena_free(&ar);
     return rc;

@@ -74,12 +74,8 @@ static int run_loop(run_t* s) {
     double first_loss = NAN, t_run = MPI_Wtime();
     long first_step = tr->step;
     if (c->comm.dispatcher == CFG_DISPATCH_AUTO && tr->step < c->train.steps) {
-        int rc = data_batch(&s->data, tr->step, tr->T, tr->t0, s->x, s->y);
-        if (rc) {
-            snprintf(err, ERRLEN, "%s: reading the batch of step %ld failed", c->data.path,
-                     tr->step);
-            return cli_agree(rc, err, s->rank, s->comm);
-        }
+        int rc = data_batch(&s->data, tr->step, tr->T, tr->t0, s->x, s->y, err, ERRLEN);
+        if (rc) return cli_agree(rc, err, s->rank, s->comm); // failed on every rank
         // a non-finite loss here shows again, and is reported, in the first step
         (void)dispatch_autotune(tr, s->x, s->y, s->rank == 0 ? stdout : NULL);
     }
@@ -95,10 +91,10 @@ static int run_loop(run_t* s) {
             return rc;
         }
         double t0 = MPI_Wtime();
-        int rc = data_batch(&s->data, step, tr->T, tr->t0, s->x, s->y);
+        int rc = data_batch(&s->data, step, tr->T, tr->t0, s->x, s->y, err, ERRLEN);
         if (rc) {
-            snprintf(err, ERRLEN, "%s: reading the batch of step %ld failed", c->data.path, step);
-            return cli_agree(rc, err, s->rank, s->comm);
+            newline_if_needed(s);
+            return cli_agree(rc, err, s->rank, s->comm); // failed on every rank
         }
         rc = train_step(tr, s->x, s->y, ctl.lr, &st);
         if (rc == MOED_ERR_NUMERIC) {

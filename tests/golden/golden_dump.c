@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
     float* x = malloc(sizeof(float) * (size_t)T * d);
     float* y = malloc(sizeof(float) * (size_t)T * d);
     if (!x || !y) die("out of memory");
-    data_batch(&D, 0, T, 0, x, y);
+    if (data_batch(&D, 0, T, 0, x, y, derr, sizeof derr) != 0) die(derr);
 
     long sh_td[2] = {T, d}, sh_le[2] = {L, E}, sh_tk[2] = {T, k};
     npy_f32("x", x, 2, sh_td);

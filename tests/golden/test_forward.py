@@ -2,7 +2,8 @@
 """`moed forward` (issue 3): saved weights run on an input file at P = 1, 2 and 4 give
 bit-identical outputs and routing; the outputs equal the training forward (checked through
 a one-step training run on the same rows with lr = 0); and they match an independent torch
-float64 forward of the checkpoint's weights. Prints `N passed, M failed`."""
+float64 forward of the checkpoint's weights. Bad inputs, NaN/Inf in the input or in HDF5
+training data among them, exit 3 with one line. Prints `N passed, M failed`."""
 import os
 import shutil
 import subprocess
@@ -142,6 +143,37 @@ def main():
               r.stderr.count("moed: error:") == 1, r.stderr.strip())
         r = moed(1, "forward", "--checkpoint", ckpt)
         check("missing --input: exit 2", r.returncode == 2, r.stderr.strip())
+
+        # Non-finite inputs: exit 3 with one line naming the file, row and column (and the
+        # rank that read it), and no partial output left behind.
+        for p, row, col, val, name in ((2, 200, 7, np.nan, "NaN"), (1, 290, 0, -np.inf, "Inf")):
+            xb = x.copy()
+            xb[row, col] = val
+            with h5py.File(f"{tmp}/xbad.h5", "w") as f:
+                f["x"] = xb
+            open(f"{tmp}/stale.h5", "w").write("an older output\n")
+            r = moed(p, "forward", "--checkpoint", ckpt, "--input", f"{tmp}/xbad.h5", "--output",
+                     f"{tmp}/stale.h5")
+            want = f"xbad.h5: dataset /x row {row} column {col} is {name}: the input must be finite"
+            rank = "rank 1: " if p == 2 else ""  # row 200 is rank 1's at P = 2 (T = 256)
+            check(f"input with {name} at row {row}, P={p}: exit 3, one line naming file, row, "
+                  "column and rank", r.returncode == 3 and r.stderr.count("moed: error:") == 1
+                  and f"moed: error: {rank}{tmp}/{want}" in r.stderr, r.stderr.strip())
+            check(f"input with {name}: no output file left", not os.path.exists(f"{tmp}/stale.h5"))
+
+        # The same for training data (data.source = hdf5): every rank stops at the same step.
+        xy = {"x": x[:256].copy(), "y": np.zeros((256, d), np.float32)}
+        xy["y"][100, 1] = np.inf
+        with h5py.File(f"{tmp}/xybad.h5", "w") as f:
+            f["x"], f["y"] = xy["x"], xy["y"]
+        r = moed(2, "run", cfg, "--set", f"run.dir={tmp}/run3", "--set", "train.steps=2",
+                 "--set", "train.warmup_steps=1", "--set", "data.source=hdf5", "--set",
+                 f"data.path={tmp}/xybad.h5")
+        want = f"{tmp}/xybad.h5: dataset /y row 100 column 1 is Inf (batch of step 0): the data " \
+            "must be finite"
+        check("training data with Inf: exit 3, one line naming file, dataset, row, column, step",
+              r.returncode == 3 and r.stderr.count("moed: error:") == 1 and want in r.stderr,
+              r.stderr.strip())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{passed} passed, {failed} failed")

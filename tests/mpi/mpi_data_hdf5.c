@@ -6,6 +6,7 @@
 // wrap or a swapped x/y shows up as a wrong number, not only as a wrong checksum.
 // moed-test-ranks: 1 2 4
 #include <hdf5.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,22 @@ static void write_bad_x(const char* path, hid_t type, int ndims, const hsize_t* 
     H5Fclose(f);
 }
 
+// Sets element (row, col) of the float32 dataset `name` of an existing file to v.
+static void poke(const char* path, const char* name, long row, int col, float v) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t fs = H5Dget_space(ds);
+    hsize_t at[2] = {(hsize_t)row, (hsize_t)col}, one[2] = {1, 1};
+    hid_t ms = H5Screate_simple(2, one, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, at, NULL, one, NULL);
+    CHECK(f >= 0 && ds >= 0 && H5Dwrite(ds, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v) >= 0,
+          "cannot poke %s%s", path, name);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(ds);
+    H5Fclose(f);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading
 
@@ -95,8 +112,8 @@ static void check_reads(const char* path, long N, int rank, int nranks) {
     for (int si = 0; si < (int)(sizeof steps / sizeof *steps); si++) {
         long s = steps[si];
         for (long i = 0; i < Tl * D; i++) x[i] = y[i] = -12345.0f;
-        rc = data_hdf5_batch(&dh, s, x, y);
-        CHECK(rc == MOED_OK, "batch step %ld: rc %d", s, rc);
+        rc = data_hdf5_batch(&dh, s, x, y, err, sizeof err);
+        CHECK(rc == MOED_OK, "batch step %ld: rc %d: %s", s, rc, err);
         // The reads really were collective (HDF5 silently falls back to independent I/O).
         H5D_mpio_actual_io_mode_t mode;
         CHECK(H5Pget_mpio_actual_io_mode(dh.dxpl, &mode) >= 0 && mode != H5D_MPIO_NO_COLLECTIVE,
@@ -140,6 +157,28 @@ static void check_bad(const char* path, const char* want, int rank, int nranks) 
     if (rank == 0) printf("  ok: %s\n", err);
 }
 
+// The batch of `step` fails with MOED_ERR_DATA and the same one-line message on every rank,
+// naming the file and containing `want`.
+static void check_bad_batch(const char* path, long step, const char* want, int rank, int nranks) {
+    data_hdf5_t dh;
+    char err[1024] = "";
+    int rc = data_hdf5_open(&dh, path, D, T, rank, nranks, MPI_COMM_WORLD, err, sizeof err);
+    CHECK(rc == MOED_OK, "open %s: rc %d: %s", path, rc, err);
+    float x[T * D], y[T * D]; // [T / nranks, D] each
+    rc = data_hdf5_batch(&dh, step, x, y, err, sizeof err);
+    CHECK(rc == MOED_ERR_DATA, "%s step %ld: rc = %d, want %d (MOED_ERR_DATA)", path, step, rc,
+          MOED_ERR_DATA);
+    CHECK(strstr(err, path) != NULL, "message does not name the file: '%s'", err);
+    CHECK(strstr(err, want) != NULL, "message '%s' lacks '%s'", err, want);
+    CHECK(strchr(err, '\n') == NULL, "message is not one line: '%s'", err);
+    char first[1024];
+    memcpy(first, err, sizeof first);
+    MPI_Bcast(first, sizeof first, MPI_CHAR, 0, MPI_COMM_WORLD);
+    CHECK(strcmp(first, err) == 0, "rank 0 says '%s', this rank '%s'", first, err);
+    if (rank == 0) printf("  ok: step %ld: %s\n", step, err);
+    data_hdf5_close(&dh);
+}
+
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     int rank, nranks;
@@ -156,11 +195,12 @@ int main(int argc, char** argv) {
     }
     MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
 
-    enum { NFILES = 14 };
+    enum { NFILES = 15 };
     char path[NFILES][600];
-    const char* names[NFILES] = {"good.h5",   "short.h5",     "garbage.h5", "missing.h5", "nox.h5",
-                                 "noy.h5",    "x3d.h5",       "x1d.h5",     "xf64.h5",    "xi32.h5",
-                                 "ywidth.h5", "nmismatch.h5", "empty.h5",   "xgroup.h5"};
+    const char* names[NFILES] = {"good.h5",  "short.h5",  "garbage.h5",  "missing.h5",
+                                 "nox.h5",   "noy.h5",    "x3d.h5",      "x1d.h5",
+                                 "xf64.h5",  "xi32.h5",   "ywidth.h5",   "nmismatch.h5",
+                                 "empty.h5", "xgroup.h5", "nonfinite.h5"};
     for (int i = 0; i < NFILES; i++) snprintf(path[i], sizeof path[i], "%s/%s", dir, names[i]);
 
     if (rank == 0) {
@@ -185,6 +225,9 @@ int main(int argc, char** argv) {
         H5Gclose(H5Gcreate2(f, "/x", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
         write_ds(f, "/y", H5T_IEEE_F32LE, 2, d2, 1);
         H5Fclose(f);
+        write_good(path[14], 12, 12, D, D);
+        poke(path[14], "/x", 10, 2, NAN);
+        poke(path[14], "/y", 5, 4, -INFINITY);
     }
     MPI_Barrier(MPI_COMM_WORLD);
 
@@ -205,6 +248,17 @@ int main(int argc, char** argv) {
     check_bad(path[11], "dataset /x has 12 rows but /y has 11", rank, nranks);
     check_bad(path[12], "datasets /x and /y have no rows", rank, nranks);
     check_bad(path[13], "/x is not a dataset", rank, nranks);
+
+    // Non-finite values: the first in batch order (row by row, x before y), whichever rank
+    // holds it. N = 12, T = 8: step 0 reads rows 0..7, step 1 rows 8..11 and 0..3, step 2
+    // rows 4..11.
+    if (rank == 0) printf("P = %d: NaN and Inf in the data\n", nranks);
+    check_bad_batch(path[14], 0, "dataset /y row 5 column 4 is Inf (batch of step 0)", rank,
+                    nranks);
+    check_bad_batch(path[14], 1, "dataset /x row 10 column 2 is NaN (batch of step 1)", rank,
+                    nranks);
+    check_bad_batch(path[14], 2, "dataset /y row 5 column 4 is Inf (batch of step 2)", rank,
+                    nranks);
 
     // A failed open leaves nothing behind that breaks the next one.
     check_reads(path[0], 3 * T / 2, rank, nranks);

@@ -90,7 +90,7 @@ static void run(const char* dispatcher, const char* axis, const char* progress) 
     for (long step = 0; step < 4; step++) {
         counting = step > 0; // the first step may warm up MPI; ours must not allocate at all
         coord_control(&ctl, rank, step, 4, 1, 1e-3, 1e-4, MPI_COMM_WORLD);
-        data_batch(&D, step, tr.T, tr.t0, xb, yb);
+        REQUIRE(data_batch(&D, step, tr.T, tr.t0, xb, yb, err, sizeof err) == 0);
         REQUIRE(train_step(&tr, xb, yb, ctl.lr, &st) == 0);
         if (rank == 0) metrics_step(&mt, &tr, step + 1, &st, 0.01);
         counting = 0;
