@@ -1,5 +1,5 @@
 // The checkpoint layout of DESIGN.md §4 as data, the metrics history, and the helpers the
-// writer (ckpt_write.c) and the reader (ckpt_read.c) share.
+// writer (ckpt_write.c) and the readers (ckpt_read.c, ckpt_resume.c) share.
 #include <hdf5.h>
 #include <math.h>
 #include <stdarg.h>

@@ -1,7 +1,6 @@
-// Reading checkpoints: ckpt_probe (validation before anything is allocated), ckpt_load
-// (each rank reads its own hyperslabs, at any rank count) and ckpt_find_resume (LATEST, with a
-// fallback to the newest valid file).
-#include <dirent.h>
+// Reading checkpoints: ckpt_probe (validation before anything is allocated) and ckpt_load
+// (each rank reads its own hyperslabs, at any rank count). ckpt_find_resume, which picks the
+// file to resume from, is in ckpt_resume.c.
 #include <errno.h>
 #include <hdf5.h>
 #include <math.h>
@@ -11,10 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "compute/finite.h"
 #include "config/status.h"
 #include "daemon/ckpt.h"
-
-#define PATHLEN 1100
 
 // ---------------------------------------------------------------------------------------
 // probe: rank 0 opens the file serially and checks it; every rank gets its verdict
@@ -368,32 +366,12 @@ static void select_read(hid_t fspace, const ckpt_dset_t* ds, const model_t* m, l
     H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL);
 }
 
-// The index of the first NaN or Inf in x[n], or n. Blocks of a fixed size are scanned
-// branch-free (all exponent bits set), which the compiler vectorises at -O2; only a block
-// holding a bad value is searched element by element. A plain isfinite loop with an early
-// exit cost as much as a third of a checkpoint's load time.
-static long first_nonfinite(const float* x, long n) {
-    enum { BLOCK = 1024 };
-    long i = 0;
-    for (; i + BLOCK <= n; i += BLOCK) {
-        uint32_t bad = 0;
-        for (int j = 0; j < BLOCK; j++) {
-            uint32_t u;
-            memcpy(&u, x + i + j, sizeof u);
-            bad |= (u & 0x7f800000u) == 0x7f800000u;
-        }
-        if (bad) break;
-    }
-    while (i < n && isfinite(x[i])) i++;
-    return i;
-}
-
 // Weights, biases and moments must be finite; the float64 metrics may hold NaN for steps
 // that were never recorded (see history_record).
 static int check_finite(const ckpt_dset_t* ds, const float* x, long n, const model_t* m,
                         const char* file, char* msg) {
     if (ds->type != CKPT_F32) return MOED_OK;
-    long i = first_nonfinite(x, n);
+    long i = finite_scan(x, n);
     if (i == n) return MOED_OK;
     if (ds->sharded) {
         long per = ds->dims[1] * ds->dims[2];
@@ -494,119 +472,4 @@ int ckpt_load(const char* path, train_t* tr, history_t* h, int weights_only, cha
     }
     if (rc) ckpt_errf(err, errlen, "%s", msg);
     return rc;
-}
-
-// ---------------------------------------------------------------------------------------
-// resume: LATEST, or the newest valid step file
-
-// Rank 0's view of the directory, broadcast as one block.
-typedef struct {
-    int n_files;      // step_*.h5 files
-    int latest;       // 0: no LATEST, 1: names a step file, 2: garbage
-    char name[64];    // the step file LATEST names
-    char content[48]; // what a garbage LATEST holds, printable
-} dir_view_t;
-
-static void scan_dir(const char* dir, dir_view_t* v) {
-    memset(v, 0, sizeof *v);
-    DIR* d = opendir(dir);
-    if (!d) return;
-    struct dirent* de;
-    while ((de = readdir(d))) v->n_files += ckpt_parse_step_name(de->d_name) >= 0;
-    closedir(d);
-    char path[PATHLEN], buf[256];
-    snprintf(path, sizeof path, "%s/LATEST", dir);
-    FILE* fp = fopen(path, "r");
-    if (!fp) return;
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
-    if (ckpt_parse_step_name(buf) >= 0 && n < sizeof v->name) {
-        v->latest = 1;
-        memcpy(v->name, buf, n + 1);
-        return;
-    }
-    v->latest = 2;
-    size_t j = 0;
-    for (size_t i = 0; i < n && j + 4 < sizeof v->content; i++)
-        v->content[j++] = (buf[i] >= 32 && buf[i] < 127) ? buf[i] : '?';
-    if (n > j) memcpy(v->content + j, "...", 4);
-}
-
-// Rank 0: the newest step file older than `below` (any when below < 0), skipping `skip`.
-static long next_older(const char* dir, long below, long skip) {
-    DIR* d = opendir(dir);
-    if (!d) return -1;
-    long best = -1;
-    struct dirent* de;
-    while ((de = readdir(d))) {
-        long s = ckpt_parse_step_name(de->d_name);
-        if (s < 0 || s == skip || (below >= 0 && s >= below)) continue;
-        if (s > best) best = s;
-    }
-    closedir(d);
-    return best;
-}
-
-int ckpt_find_resume(const char* dir, const cfg_t* c, MPI_Comm comm, int* found, char* path,
-                     size_t pathlen, char* note, size_t notelen, char* err, size_t errlen) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    static ckpt_info_t info;
-    int rank;
-    MPI_Comm_rank(comm, &rank);
-    *found = 0;
-    if (note && notelen) note[0] = '\0';
-    dir_view_t v;
-    if (rank == 0) scan_dir(dir, &v);
-    MPI_Bcast(&v, sizeof v, MPI_BYTE, 0, comm);
-
-    char cand[PATHLEN], why[CKPT_ERRLEN] = "", first_bad[CKPT_ERRLEN] = "";
-    char latest_bad[CKPT_ERRLEN] = "";
-    long skip = -1;
-    if (v.latest == 1) {
-        snprintf(cand, sizeof cand, "%s/%s", dir, v.name);
-        if (ckpt_probe(cand, c, comm, &info, latest_bad, sizeof latest_bad) == MOED_OK) {
-            *found = 1;
-            snprintf(path, pathlen, "%s", cand);
-            return MOED_OK;
-        }
-        skip = ckpt_parse_step_name(v.name);
-        ckpt_errf(why, sizeof why, "names an unusable file (%s)", latest_bad);
-    } else if (v.latest == 2) {
-        ckpt_errf(why, sizeof why, "does not name a step_<8 digits>.h5 file (it holds \"%s\")",
-                  v.content);
-    } else {
-        snprintf(why, sizeof why, "is missing");
-    }
-
-    // Newest first, every rank probing the same candidate.
-    int skipped = 0;
-    for (long below = -1;;) {
-        long s = rank == 0 ? next_older(dir, below, skip) : 0;
-        MPI_Bcast(&s, 1, MPI_LONG, 0, comm);
-        if (s < 0) break;
-        char name[64], msg[CKPT_ERRLEN];
-        ckpt_step_name(s, name, sizeof name);
-        snprintf(cand, sizeof cand, "%s/%s", dir, name);
-        if (ckpt_probe(cand, c, comm, &info, msg, sizeof msg) == MOED_OK) {
-            *found = 1;
-            snprintf(path, pathlen, "%s", cand);
-            ckpt_errf(note, notelen, "%s/LATEST %s; resuming from %s instead%s", dir, why, cand,
-                      skipped ? " (newer files are invalid)" : "");
-            return MOED_OK;
-        }
-        if (!skipped++) memcpy(first_bad, msg, sizeof first_bad);
-        below = s;
-    }
-    if (v.n_files == 0) { // no checkpoint at all: start fresh (say why when LATEST exists)
-        if (v.latest)
-            ckpt_errf(note, notelen, "%s/LATEST %s; no step files: starting fresh", dir, why);
-        return MOED_OK;
-    }
-    // The reason of the newest step file probed after LATEST's (LATEST's own when it named
-    // the only one).
-    ckpt_errf(err, errlen, "%s: no valid checkpoint among %d step file%s (%s)", dir, v.n_files,
-              v.n_files > 1 ? "s" : "", skipped ? first_bad : latest_bad);
-    return MOED_ERR_DATA;
 }

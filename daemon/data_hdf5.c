@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compute/finite.h"
 #include "config/status.h"
 
 #define MSGLEN 1024 // every message is built and broadcast in a buffer of this size
@@ -228,26 +229,22 @@ static int read_rows(data_hdf5_t* dh, hid_t ds, long o, float* buf) {
     return MOED_OK;
 }
 
-// The first non-finite value of the batch, row by row (x's row before y's), as a message
+// The first non-finite value of the batch in row order (x's row before y's), as a message
 // naming the dataset, its file row and column; MOED_OK if there is none. Memory row i is
 // file row (o + i) mod N. Row order makes the lowest failing rank's message the batch's first
 // bad row, so it is the same at every P.
 static int check_finite(const data_hdf5_t* dh, long step, long o, const float* x, const float* y,
                         char* msg) {
-    for (long i = 0; i < dh->Tl; i++)
-        for (int which = 0; which < 2; which++) {
-            const float* row = (which ? y : x) + i * dh->d;
-            for (int j = 0; j < dh->d; j++) {
-                if (isfinite(row[j])) continue;
-                long r = (long)(((unsigned long)o + (unsigned long)i) % (unsigned long)dh->N);
-                snprintf(msg, MSGLEN,
-                         "%s: dataset %s row %ld column %d is %s (batch of step %ld): the data "
-                         "must be finite",
-                         dh->path, which ? "/y" : "/x", r, j, isnan(row[j]) ? "NaN" : "Inf", step);
-                return MOED_ERR_DATA;
-            }
-        }
-    return MOED_OK;
+    long n = dh->Tl * dh->d, ix = finite_scan(x, n), iy = finite_scan(y, n);
+    if (ix == n && iy == n) return MOED_OK;
+    int in_x = ix / dh->d <= iy / dh->d; // iy == n: row Tl, after every row of x
+    long i = in_x ? ix : iy;
+    float v = in_x ? x[i] : y[i];
+    long row = (long)(((unsigned long)o + (unsigned long)(i / dh->d)) % (unsigned long)dh->N);
+    snprintf(msg, MSGLEN,
+             "%s: dataset %s row %ld column %ld is %s (batch of step %ld): the data must be finite",
+             dh->path, in_x ? "/x" : "/y", row, i % dh->d, isnan(v) ? "NaN" : "Inf", step);
+    return MOED_ERR_DATA;
 }
 
 int data_hdf5_batch(data_hdf5_t* dh, long step, float* x, float* y, char* err, size_t errlen) {

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compute/finite.h"
 #include "compute/kernels/kernels.h"
 #include "compute/omp_compat.h"
 #include "config/status.h"
@@ -163,13 +164,11 @@ static herr_t rows_io(hid_t dset, hid_t mtype, hid_t dxpl, int write, long r0, l
 
 // The first NaN or Inf in rows [0, n) of x [n, d] (file rows r0 ...), as a one-line message.
 static int check_finite(const float* x, long n, int d, long r0, const char* input, char* err) {
-    for (long i = 0; i < n * d; i++) {
-        if (isfinite(x[i])) continue;
-        snprintf(err, ERRLEN, "%s: dataset /x row %ld column %ld is %s: the input must be finite",
-                 input, r0 + i / d, i % d, isnan(x[i]) ? "NaN" : "Inf");
-        return MOED_ERR_DATA;
-    }
-    return MOED_OK;
+    long i = finite_scan(x, n * d);
+    if (i == n * d) return MOED_OK;
+    snprintf(err, ERRLEN, "%s: dataset /x row %ld column %ld is %s: the input must be finite",
+             input, r0 + i / d, i % d, isnan(x[i]) ? "NaN" : "Inf");
+    return MOED_ERR_DATA;
 }
 
 // Streams the input through the model. Returns a status agreed by every rank and already
