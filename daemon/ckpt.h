@@ -69,6 +69,11 @@ int ckpt_probe(const char* path, const cfg_t* c, MPI_Comm comm, ckpt_info_t* inf
 int ckpt_load(const char* path, train_t* tr, history_t* h, int weights_only, char* err,
               size_t errlen);
 
+// Rank 0, at start-up: creates dir (mkdir -p) and checks that it is writable, so that a
+// checkpoint directory that cannot work fails the run before its first step rather than at
+// its first save. MOED_ERR_DATA with a one-line message naming the path and checkpoint.dir.
+int ckpt_prepare_dir(const char* dir, char* err, size_t errlen);
+
 // Saves tr (weights, biases, moments, step) and h (may be NULL: empty metrics) to
 // <dir>/step_<tr->step>.h5 by the commit protocol above, creating dir (mkdir -p) when
 // missing, then keeps only `keep` step files: the one just written and the newest keep - 1

@@ -361,6 +361,20 @@ static void test_pause(void) {
     while (secs > 0) secs = (int)sleep((unsigned)secs);
 }
 
+int ckpt_prepare_dir(const char* dir, char* err, size_t errlen) {
+    char msg[CKPT_ERRLEN] = "";
+    int rc = make_dirs(dir, msg);
+    // access() is only a first answer (root passes it, a full disk too), but it turns the
+    // common cases, a read-only mount or a directory of another user, into an error now.
+    if (rc == MOED_OK && access(dir, W_OK | X_OK) != 0) {
+        ckpt_errf(msg, CKPT_ERRLEN, "%s: cannot write checkpoints there: %s", dir, strerror(errno));
+        rc = MOED_ERR_DATA;
+    }
+    if (rc == MOED_OK) return MOED_OK;
+    ckpt_errf(err, errlen, "%s (checkpoint.dir)", msg);
+    return MOED_ERR_DATA;
+}
+
 int ckpt_save(const char* dir, int keep, const train_t* tr, const history_t* h,
               const char* config_text, char* path_out, size_t pathlen, char* err, size_t errlen) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -190,6 +190,7 @@ int cmd_run(int argc, char** argv, MPI_Comm comm) {
     if (rc == 0 && s.rank == 0 &&
         metrics_open(&s.mt, c->run.dir, c->train.steps, c->log.every, kern->name, err, ERRLEN))
         rc = MOED_ERR_OTHER;
+    if (rc == 0 && s.rank == 0) rc = ckpt_prepare_dir(s.ckpt_dir, err, ERRLEN);
     if ((rc = cli_agree(rc, err, s.rank, comm)) == 0) {
         arena_freeze(&s.arena);
         coord_install_signals();

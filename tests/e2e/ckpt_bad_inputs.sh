@@ -73,4 +73,19 @@ for p in 1 2; do
   check "P=$p dataset of the wrong width: message names /x" grep -q "narrow.h5.*/x" "$ERR"
   head -1 "$ERR"
 done
+
+# A checkpoint directory that cannot be created (under a regular file) fails before the first
+# step, not at the first save after the training it would have thrown away.
+touch "$WORK/plainfile"
+for p in 1 2; do
+  run_np $p run "$TINY" "${COMMON[@]}" --set run.dir="$WORK/cd$p" \
+    --set checkpoint.dir="$WORK/plainfile/checkpoints"
+  n=$(grep -c '^moed: error:' "$ERR" || true)
+  check "P=$p unusable checkpoint.dir: exit 3 (got $RC)" [ "$RC" -eq 3 ]
+  check "P=$p unusable checkpoint.dir: one error line (got $n)" [ "$n" -eq 1 ]
+  check "P=$p unusable checkpoint.dir: names the path and the key" \
+    grep -qF "$WORK/plainfile/checkpoints: cannot create directory: Not a directory (checkpoint.dir)" "$ERR"
+  check "P=$p unusable checkpoint.dir: no step was run" bash -c "! grep -q '^step ' '$OUT'"
+  head -1 "$ERR"
+done
 finish
