@@ -9,6 +9,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "compute/finite.h"
@@ -58,6 +59,24 @@ static int parse_args(int argc, char** argv, fwd_args_t* a, char* err) {
         snprintf(err, ERRLEN, "forward needs --checkpoint CKPT --input X.h5 --output Y.h5");
         return MOED_ERR_CONFIG;
     }
+    return MOED_OK;
+}
+
+// The output is created with truncation: it must not be the input or the checkpoint (by
+// device and inode, so links and other spellings of the path count too).
+static int check_output_distinct(const fwd_args_t* a, char* err) {
+    struct stat out, other;
+    if (stat(a->output, &out) != 0) return MOED_OK; // does not exist yet
+    const char* names[2] = {"--input", "--checkpoint"};
+    const char* paths[2] = {a->input, a->ckpt};
+    for (int i = 0; i < 2; i++)
+        if (stat(paths[i], &other) == 0 && other.st_dev == out.st_dev &&
+            other.st_ino == out.st_ino) {
+            snprintf(err, ERRLEN,
+                     "forward: --output %s is the same file as %s %s; it would be overwritten",
+                     a->output, names[i], paths[i]);
+            return MOED_ERR_CONFIG;
+        }
     return MOED_OK;
 }
 
@@ -218,6 +237,7 @@ int cmd_forward(int argc, char** argv, MPI_Comm comm) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     fwd_args_t a;
     int rc = parse_args(argc, argv, &a, err);
+    if (rc == MOED_OK) rc = check_output_distinct(&a, err);
     if ((rc = cli_agree(rc, err, rank, comm))) return rc;
     static ckpt_info_t info;
     if ((rc = ckpt_probe(a.ckpt, NULL, comm, &info, err, ERRLEN)))

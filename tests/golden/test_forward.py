@@ -144,6 +144,20 @@ def main():
         r = moed(1, "forward", "--checkpoint", ckpt)
         check("missing --input: exit 2", r.returncode == 2, r.stderr.strip())
 
+        # An output that is the input or the checkpoint (here through a link and another
+        # spelling of the path) is refused before anything is opened: exit 2, files unchanged.
+        os.symlink(f"{tmp}/x300.h5", f"{tmp}/xlink.h5")
+        before = {f: open(f, "rb").read() for f in (f"{tmp}/x300.h5", ckpt)}
+        for out, other in ((f"{tmp}/xlink.h5", "--input"), (f"{tmp}/run/../{ckpt[len(tmp) + 1:]}",
+                                                            "--checkpoint")):
+            r = moed(2, "forward", "--checkpoint", ckpt, "--input", f"{tmp}/x300.h5", "--output",
+                     out)
+            check(f"--output the same file as {other}: exit 2, one line naming both",
+                  r.returncode == 2 and r.stderr.count("moed: error:") == 1
+                  and f"is the same file as {other}" in r.stderr, r.stderr.strip())
+        check("the input and the checkpoint are unchanged",
+              all(open(f, "rb").read() == b for f, b in before.items()))
+
         # Non-finite inputs: exit 3 with one line naming the file, row and column (and the
         # rank that read it), and no partial output left behind.
         for p, row, col, val, name in ((2, 200, 7, np.nan, "NaN"), (1, 290, 0, -np.inf, "Inf")):
