@@ -92,9 +92,15 @@ static int run_loop(run_t* s) {
         }
         double t0 = MPI_Wtime();
         int rc = data_batch(&s->data, step, tr->T, tr->t0, s->x, s->y, err, ERRLEN);
-        if (rc) {
+        if (rc) { // on every rank
             newline_if_needed(s);
-            return cli_agree(rc, err, s->rank, s->comm); // failed on every rank
+            // The weights are those of the last whole step: keep what this run trained, so
+            // the run resumes at this step once the data is fixed.
+            char save_err[ERRLEN];
+            if (tr->step > first_step && save(s, save_err) == 0 && s->rank == 0)
+                printf("moed: stopped at the batch of step %ld; checkpoint %s\n", step, s->path);
+            fflush(stdout);
+            return cli_agree(rc, err, s->rank, s->comm);
         }
         rc = train_step(tr, s->x, s->y, ctl.lr, &st);
         if (rc == MOED_ERR_NUMERIC) {

@@ -188,6 +188,34 @@ def main():
         check("training data with Inf: exit 3, one line naming file, dataset, row, column, step",
               r.returncode == 3 and r.stderr.count("moed: error:") == 1 and want in r.stderr,
               r.stderr.strip())
+
+        # A bad row in a later batch: the steps before it are saved, and once the data is
+        # fixed the run resumes there and ends bit-identical to a run that never stopped.
+        good = {"x": rng.standard_normal((512, d)).astype(np.float32),
+                "y": rng.standard_normal((512, d)).astype(np.float32)}
+        for name, bad_value in (("good512", None), ("bad512", np.nan)):
+            with h5py.File(f"{tmp}/{name}.h5", "w") as f:
+                f["x"], f["y"] = good["x"], good["y"].copy()
+                if bad_value is not None:
+                    f["y"][300, 5] = bad_value  # in step 1's batch (rows 256..511)
+        steps = ["--set", "train.steps=4", "--set", "train.warmup_steps=1"]
+        r = moed(2, "run", cfg, "--set", f"run.dir={tmp}/run4", *steps, "--set",
+                 "data.source=hdf5", "--set", f"data.path={tmp}/bad512.h5")
+        latest = open(f"{tmp}/run4/checkpoints/LATEST").read().strip() \
+            if os.path.exists(f"{tmp}/run4/checkpoints/LATEST") else None
+        check("bad row in step 1's batch: exit 3, the step before it saved",
+              r.returncode == 3 and "dataset /y row 300 column 5 is NaN (batch of step 1)"
+              in r.stderr and "stopped at the batch of step 1; checkpoint" in r.stdout
+              and latest == "step_00000001.h5", f"{r.stderr.strip()} / LATEST {latest}")
+        r = moed(2, "run", cfg, "--set", f"run.dir={tmp}/run4", *steps, "--set",
+                 "data.source=hdf5", "--set", f"data.path={tmp}/good512.h5", "--set",
+                 "checkpoint.resume=auto")
+        resumed = r.returncode == 0 and "at step 1" in r.stdout
+        r2 = moed(2, "run", cfg, "--set", f"run.dir={tmp}/run5", *steps, "--set",
+                  "data.source=hdf5", "--set", f"data.path={tmp}/good512.h5")
+        digest = [x.stdout.rsplit("weights digest ", 1)[-1].strip() for x in (r, r2)]
+        check("fixed data: resumes at step 1 and ends bit-identical to an unbroken run",
+              resumed and r2.returncode == 0 and digest[0] == digest[1], f"{digest}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{passed} passed, {failed} failed")
