@@ -119,7 +119,8 @@ static int open_files(const fwd_args_t* a, int d, int L, int k, MPI_Comm comm, f
     hsize_t dims[2] = {0, 0};
     int rank = H5Sget_simple_extent_ndims(sp);
     if (rank == 2) H5Sget_simple_extent_dims(sp, dims, NULL);
-    int is_f32 = H5Tequal(ty, H5T_NATIVE_FLOAT) > 0;
+    // Any float32 byte order is fine: HDF5 converts on read (as for training data).
+    int is_f32 = H5Tget_class(ty) == H5T_FLOAT && H5Tget_size(ty) == 4;
     H5Sclose(sp), H5Tclose(ty);
     if (rank != 2 || dims[1] != (hsize_t)d || !is_f32 || dims[0] == 0) {
         snprintf(err, ERRLEN,

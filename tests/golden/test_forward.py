@@ -91,6 +91,15 @@ def main():
             for p in (2, 4):
                 check(f"{n} at P={p} bit-identical to P=1", np.array_equal(outs[p][n], outs[1][n]))
 
+        # The same rows stored big-endian: HDF5 converts, the outputs are the same bits.
+        with h5py.File(f"{tmp}/x300be.h5", "w") as f:
+            f["x"] = h5py.File(f"{tmp}/x300.h5")["x"][...].astype(">f4")
+        r = moed(2, "forward", "--checkpoint", ckpt, "--input", f"{tmp}/x300be.h5", "--output",
+                 f"{tmp}/ybe.h5")
+        same = r.returncode == 0 and np.array_equal(h5py.File(f"{tmp}/ybe.h5")["y"][...],
+                                                    outs[1]["y"])
+        check("big-endian float32 input: exit 0, the same y bits", same, r.stderr.strip())
+
         with h5py.File(ckpt) as ck:
             x = h5py.File(f"{tmp}/x300.h5")["x"][...]
             y, ex, w = torch_forward(ck, x.astype(np.float64))
