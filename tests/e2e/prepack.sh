@@ -4,13 +4,17 @@
 # NR 16), capacity and shared experts, 1 and 2 threads, the avx2 and ref kernels, P = 1 and 2:
 # losses at every step and the final weights identical for off, forward and all. Then a run
 # stopped at a checkpoint and resumed (the load repacks) matches the uninterrupted run, and
-# alltoallv_chunked on the copies matches too.
+# alltoallv_chunked on the copies matches too. On a CPU with AVX-512 the avx512 kernels
+# (KC 192, NR 32) run the same checks. Each ISA has its own bits (DESIGN §3), so every
+# comparison pins the ISA rather than take compute.isa = auto.
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 STEPS=6
 common=(--set model.d_model=264 --set model.d_ff=270 --set train.global_batch_tokens=32
         --set model.capacity_factor=1.5 --set model.n_shared_experts=1 --set train.steps=$STEPS
         --set train.warmup_steps=2)
-for variant in "avx2 1 1" "avx2 2 2" "ref 1 1"; do
+variants=("avx2 1 1" "avx2 2 2" "ref 1 1")
+grep -q avx512f /proc/cpuinfo && variants+=("avx512 1 1" "avx512 2 2")
+for variant in "${variants[@]}"; do
   set -- $variant; isa=$1; threads=$2; p=$3
   ref=
   for pp in off forward all; do
@@ -37,7 +41,8 @@ done
 for pp in forward all; do
   dir=$WORK/chunked-$pp
   run_np 2 run "$MOED_SRC/config/tiny2.ini" --set run.dir="$dir" "${common[@]}" \
-    --set compute.threads=2 --set compute.prepack=$pp --set comm.dispatcher=alltoallv_chunked \
+    --set compute.isa=avx2 --set compute.threads=2 --set compute.prepack=$pp \
+    --set comm.dispatcher=alltoallv_chunked \
     --set comm.chunks=3
   check "alltoallv_chunked P=2 prepack=$pp exits 0" [ "$RC" -eq 0 ]
   losses_of "$dir" > "$dir/losses"
