@@ -3,11 +3,18 @@
 # of the whole run's budget (BUDGET seconds, default 490), and writes its own file under $OUT
 # (8 files at most come back), so a run cut short still returns what finished. Give the device
 # tool timeout_s 540 (its budget is 15 minutes a session, start-up included). On 2026-11-26 it
-# ran in 327 s (1-thread gemm and layer then cut at 110 and 40 s, since raised). Measured
-# there: see README, Performance.
+# ran in 327 s (1-thread gemm and layer then cut at 110 and 40 s, since raised), on 2026-11-27
+# in 383 s (1-thread gemm cut at 135 s, before its last shape). Measured there: see README,
+# Performance. If tar there lacks xz, python3's tarfile unpacks the bundle as well.
 # Do not set OMP_PROC_BIND: with several ranks it would pin them all to the same cores.
 cd /tmp/bundle
 NC=$(nproc)
+# a CPU quota (cgroup cpu.max) below the CPUs nproc sees: use the quota's whole CPUs
+q=$(awk '$1 != "max" {print int(($1 + $2 - 1) / $2)}' /sys/fs/cgroup/cpu.max 2>/dev/null)
+[ -n "$q" ] && [ "$q" -ge 1 ] && [ "$q" -lt $NC ] && NC=$q
+# The kernels' ISA: avx512 where the CPU has it, else avx2 (the lent machines change; an
+# AVX2-only host still gives the 16-core and P = 2..16 figures).
+ISA=avx2; grep -q avx512f /proc/cpuinfo && ISA=avx512
 END=$(($(date +%s) + ${BUDGET:-490}))
 log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
 # a step's limit: its own, or what is left of the budget, whichever is smaller (at least 1 s)
@@ -16,11 +23,13 @@ lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 
 reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null; true; }
 (lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
  grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
- uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
+ echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"; uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
  cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > $OUT/cpu.txt 2>&1
 log start
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?
-timeout $(lim 45) bin/test_kernels_avx512 >> $OUT/cpu.txt 2>&1; log test_kernels_avx512 rc=$?
+if [ $ISA = avx512 ]; then
+  timeout $(lim 45) bin/test_kernels_avx512 >> $OUT/cpu.txt 2>&1; log test_kernels_avx512 rc=$?
+fi
 
 # MPI inside a container: UCX picks its transports at start-up; an earlier run here took
 # 130 ms a step at P = 2 with the defaults, and self,sysv was the fastest of six sets. Time a
@@ -38,11 +47,11 @@ done
 if [ $best = default ]; then unset UCX_TLS; else export UCX_TLS=$best; fi
 echo "chosen: $best" >> $OUT/cpu.txt; log ucx $best
 
-# grouped GEMMs, avx512, all five products, even and uneven groups: 1 thread, then all
+# grouped GEMMs, all five products, even and uneven groups: 1 thread, then all
 # threads, each under its own limit so that the second always gets its turn
-timeout $(lim 135) bin/moed-bench gemm --isa avx512 --reps 3 --no-ffn --threads 1 \
+timeout $(lim 135) bin/moed-bench gemm --isa $ISA --reps 3 --no-ffn --threads 1 \
   > $OUT/gemm.txt 2>&1; log gemm1 $?
-timeout $(lim 80) bin/moed-bench gemm --isa avx512 --reps 3 --no-ffn --threads $NC \
+timeout $(lim 80) bin/moed-bench gemm --isa $ISA --reps 3 --no-ffn --threads $NC \
   >> $OUT/gemm.txt 2>&1; log gemm$NC $?
 # exchange tables (alltoallv, in both posting orders, vs raw MPI_Alltoallv) and full steps
 for P in 2 4 8 16; do
@@ -54,7 +63,7 @@ for P in 2 4 8; do for pr in test thread; do echo "### P=$P progress=$pr"
 done; done > $OUT/comm_steps.txt 2>&1; log comm_steps
 timeout $(lim 60) bin/moed-bench layer --reps 3 > $OUT/layer.txt 2>&1; log layer $?
 for p in 1 2 4 8; do
-  MOED_ISA=avx512 timeout $(lim 15) mpiexec.mpich -n $p bin/moed run files/tiny2.ini \
+  MOED_ISA=$ISA timeout $(lim 15) mpiexec.mpich -n $p bin/moed run files/tiny2.ini \
     --set run.dir=/tmp/r$p --set train.steps=100 --set log.every=1000 2>&1 | tail -1; reap
 done > $OUT/determinism.txt; log determinism
 # the chunked step reading pre-packed weight copies (compute.prepack = all): its per-chunk
@@ -64,6 +73,14 @@ for P in 4 8; do echo "### P=$P progress=test prepack=all"
     --reps 3 --prepack all; reap
 done >> $OUT/comm_steps.txt 2>&1; log comm_steps_prepack
 # fused gemm_swiglu against gemm + swiglu, 1 thread, while time is left
-timeout $(lim 40) bin/moed-bench gemm --isa avx512 --ffn-only --reps 3 --threads 1 \
+timeout $(lim 40) bin/moed-bench gemm --isa $ISA --ffn-only --reps 3 --threads 1 \
   >> $OUT/layer.txt 2>&1; log ffn $?
+# a second run of the full steps where compute and comm came within 2x of each other last
+# time (P = 8 with the progress thread, P = 4 and 8 pre-packed), while time is left: one run
+# per row cannot tell the overlap target from the machine's drift
+for P in 8 4; do for pp in "thread off" "test all"; do set -- $pp
+  echo "### P=$P progress=$1 prepack=$2 (second run)"
+  timeout $(lim 22) mpiexec.mpich -n $P bin/moed-bench comm --steps-only --tokens 2048 --ff 64 \
+    --reps 3 --progress $1 --prepack $2; reap
+done; done >> $OUT/comm_steps.txt 2>&1; log comm_steps_again
 log end
