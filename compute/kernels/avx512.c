@@ -74,6 +74,13 @@
 #define KC 192      // B micro-panel KC x NR = 24 KiB: half of a 48 KiB L1D
 #define NC 4064     // B block KC x NC = 3 MiB: a slice of L3
 #define ROW_GROUP 2 // row-major B packed 2 panels at a time: runs of 256 B per row
+// The prefetch streams (next pieces of B, next A block) go to L2 (prefetcht1), not L1: the
+// kernel's own loads keep the L1 fill buffers, and the lines move to L1 when the packing or
+// the next panel's first tile reads them. Paired in-process on the 16-core Xeon, groups of 32
+// rows from memory: nn 1.01-1.05, nt 1.01-1.05, fused up 1.01-1.13, pre-packed 1.02-1.03,
+// tn 0.99-1.01; 512 rows 0.996-1.003. On the Zen 5 dev box: nn 1.02-1.03, nt 1.01-1.05,
+// tn 1.02, pre-packed 0.99, fused up 0.94-1.09 (noisy). The same bits either way.
+#define PF_LOCALITY 2
 
 #define VL 16 // floats per zmm
 

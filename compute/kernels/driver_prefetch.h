@@ -22,11 +22,17 @@ typedef struct {
 
 static const pf_stream_t pf_none = {NULL, 0, 0, 1, 0, 0};
 
+// The streams' cache level, as __builtin_prefetch's locality: 3 (prefetcht0, into L1; the
+// default) or 2 (prefetcht1, into L2), chosen by the ISA file before it includes driver.h.
+#ifndef PF_LOCALITY
+#define PF_LOCALITY 3
+#endif
+
 static inline void pf_issue(pf_stream_t* s) {
     if (s->left <= 0) return;
     const float* q = s->row + s->cnt * s->inner;
-    __builtin_prefetch(q, 0, 3);      // prefetcht0: into L1 (and L2)
-    __builtin_prefetch(q + 15, 0, 3); // the line may straddle 64 bytes
+    __builtin_prefetch(q, 0, PF_LOCALITY);
+    __builtin_prefetch(q + 15, 0, PF_LOCALITY); // the line may straddle 64 bytes
     s->left--;
     if (++s->cnt == s->run) {
         s->cnt = 0;
