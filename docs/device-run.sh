@@ -23,7 +23,8 @@ lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 
 reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null; true; }
 (lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
  grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
- echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"; uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
+ echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"
+ uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
  cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > $OUT/cpu.txt 2>&1
 log start
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?

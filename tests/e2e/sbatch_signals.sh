@@ -18,7 +18,7 @@ chmod +x "$SLOW"
 # once it has logged its first line (it is then in the 3 s check), waits for it (at most
 # 120 s); sets RC.
 start() {
-  local name=$1 sig=$2 pid
+  local name=$1 sig=$2 pid dog
   SLURM_JOB_ID=41 SLURM_NTASKS=2 SLURM_CPUS_PER_TASK=1 SLURM_JOB_NODELIST=localhost \
     MOED="$SLOW" MOED_LAUNCHER=mpiexec MOED_MPIEXEC="$MPIEXEC" MOED_REQUEUE=0 \
     MOED_RUN_DIR="$WORK/$name" bash "$SBATCH_SCRIPT" "$MOED_SRC/config/tiny.ini" \
