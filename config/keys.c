@@ -140,7 +140,8 @@ const cfg_key cfg_keys[] = {
          "updates them: off (packed on the fly in every product; measured faster for training "
          "here and on AVX-512); forward (copies for the two forward products: +1x the expert "
          "weights' memory); all (also for the backward dA and dX products: +2x). Same results "
-         "either way"),
+         "either way. With alltoallv_chunked, all spares every chunk's products a repack of "
+         "the weights (README, Performance)"),
 
     INT(log, every, "10", 1, 1000000000, "steps between progress lines"),
     INT(log, dead_expert_steps, "100", 0, 1000000000,
