@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -334,6 +335,17 @@ int bench_gemm(int argc, char** argv) {
             printf(" peak %d thr %.1f GF/s%s", thread_counts[c],
                    bench_peak_gflops((kern_isa_t)isa, thread_counts[c]),
                    c + 1 < n_counts ? "," : "\n");
+    }
+    if (o.with_peers && o.isa_on[KERN_AVX2] && kern_cpu_supports(KERN_AVX512)) {
+        // OpenBLAS and oneDNN pick their kernels by CPU, not by our --isa: against avx2 they
+        // would run AVX-512 unless held back, and the ratios would compare vector widths.
+        const char *cb = getenv("OPENBLAS_CORETYPE"), *dn = getenv("DNNL_MAX_CPU_ISA");
+        int held = cb && !strcasecmp(cb, "Haswell") && dn && !strcasecmp(dn, "AVX2");
+        printf("peers: this CPU has AVX-512; %s\n",
+               held ? "OpenBLAS and oneDNN held to AVX2 (OPENBLAS_CORETYPE=Haswell "
+                      "DNNL_MAX_CPU_ISA=AVX2), as ours runs avx2"
+                    : "OpenBLAS and oneDNN use it beside our avx2 unless run with "
+                      "OPENBLAS_CORETYPE=Haswell DNNL_MAX_CPU_ISA=AVX2");
     }
     if (!even && !uneven) {
         fprintf(stderr, "moed-bench gemm: --uneven-only and --ffn-only leave nothing to run\n");

@@ -1,7 +1,8 @@
 # moed-bench gemm's uneven groups, as a smoke test: the uneven E=8 shape (groups of 0, 1, 7,
 # 33, 517 ... rows) runs through ours, OpenBLAS and oneDNN at 1 thread, one round, and with
 # --check every result must match OpenBLAS's; --set/--shape run one shape (64 groups of 32 on
-# 2 threads, checked the same way); bad options exit 2. Skipped (77) in builds without moed-bench (the sanitizer build leaves it out).
+# 2 threads, checked the same way); bad options exit 2. On an AVX-512 CPU the header says
+# whether the peers were held to AVX2 beside our avx2. Skipped (77) in builds without moed-bench (the sanitizer build leaves it out).
 source "$MOED_SRC/tests/common/e2e_lib.sh"
 BENCH=$MOED_BUILD/moed-bench
 [ -x "$BENCH" ] || { echo "skip: $BENCH not built"; exit 77; }
@@ -58,6 +59,18 @@ run_to "$WORK/out2" "$WORK/err" 120 "$BENCH" gmm --set small --shape 1 --reps 1 
   --no-ffn --no-peers
 check "moed-bench gmm runs gemm's shape" \
   [ "$RC" -eq 0 -a "$(grep -c '^E=64 groups x 32 rows, d=512 f=1024, 1 thread' "$WORK/out2")" -eq 1 ]
+# Against our avx2 on an AVX-512 CPU the peers would run AVX-512: the header says so, and
+# whether they were held to AVX2 for the run.
+if grep -q avx512f /proc/cpuinfo; then
+  check "AVX-512 CPU, peers free: the header says they use it" \
+    grep -q "^peers: this CPU has AVX-512; OpenBLAS and oneDNN use it beside our avx2 unless" "$WORK/out"
+  run_to "$WORK/out3" "$WORK/err" 120 env OPENBLAS_CORETYPE=Haswell DNNL_MAX_CPU_ISA=AVX2 \
+    "$BENCH" gemm --isa avx2 --set small --shape 1 --reps 1 --threads 1 --no-ffn
+  check "AVX-512 CPU, peers held to AVX2: the header says so" \
+    bash -c "[ $RC -eq 0 ] && grep -q '^peers: .*held to AVX2' '$WORK/out3'"
+else
+  check "no AVX-512: no peers line" bash -c "! grep -q '^peers:' '$WORK/out'"
+fi
 for bad in "--shape 4" "--set medium"; do
   set +e
   "$BENCH" gemm $bad >/dev/null 2>"$WORK/err"; RC=$?
