@@ -4,7 +4,7 @@
 #   P/share/moed/config/*.ini      example configs (tiny.ini is the README's)
 #   P/share/moed/slurm/            moed.sbatch, moed-sweep.sh, README.md
 #   P/share/moed/analysis/         plot_run.py (Debian's /usr/bin/python3, h5py + matplotlib)
-#   P/share/doc/moed/README.md
+#   P/share/doc/moed/README.md, performance.md (the measurement record)
 include(GNUInstallDirs)
 install(TARGETS moed RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 if(MOED_BUILD_BENCH)
@@ -16,4 +16,4 @@ install(PROGRAMS deploy/slurm/moed.sbatch deploy/slurm/moed-sweep.sh DESTINATION
 install(FILES deploy/slurm/README.md DESTINATION ${moed_share}/slurm)
 install(PROGRAMS deploy/analysis/plot_run.py DESTINATION ${moed_share}/analysis)
 install(FILES deploy/analysis/README.md DESTINATION ${moed_share}/analysis)
-install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+install(FILES README.md docs/performance.md DESTINATION ${CMAKE_INSTALL_DOCDIR})

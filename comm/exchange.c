@@ -10,7 +10,7 @@
 // comm_dispatch_tokens, one copy straight from the token rows. MPI derived datatypes
 // (MPI_Alltoallw with indexed types) would express the same layouts, but MPICH 4.0 packs
 // them through its datatype engine far slower than the memcpy passes they replace (2-5.5x
-// raw MPI_Alltoallv at P = 2, `moed-bench comm`, README "Performance"), and they would be
+// raw MPI_Alltoallv at P = 2, `moed-bench comm`, docs/performance.md), and they would be
 // created and freed every step.
 #include <limits.h>
 #include <string.h>

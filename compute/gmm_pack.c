@@ -3,9 +3,9 @@
 //
 // Why fused: the weights change at every step, and a separate repack pass would read every
 // weight from memory once more and write the copies; measured, that costs more than packing on
-// the fly saves (README). AdamW already streams every weight through the core, so the repack
-// rides on it: a block of a few rows is updated, then written into the copies while it is in
-// L1/L2, and the only added traffic is the copies' own stores.
+// the fly saves (docs/performance.md). AdamW already streams every weight through the core,
+// so the repack rides on it: a block of a few rows is updated, then written into the copies
+// while it is in L1/L2, and the only added traffic is the copies' own stores.
 //
 // Blocks: rows [r0, r1) of one expert's W0 and W1 (rows of d) or of its Wo (rows of f). A row
 // of W is a row of B in the forward copies (x·W, a·Wo) and a column of B in the backward ones

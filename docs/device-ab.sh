@@ -11,7 +11,7 @@
 # native AVX-512 kernel suite, when build/tests/test_kernels_avx512 is bundled too),
 # ab_base.txt and ab_new.txt (gemm at all threads, every shape, two rounds), layer.txt,
 # gemm1.txt (the last shape on one thread), comm.txt (the exchange at P = 16 and 8),
-# peak.txt, progress.txt. Used on 2026-11-26 for the group scheduler (README, Performance:
+# peak.txt, progress.txt. Used on 2026-11-26 for the group scheduler (docs/performance.md:
 # 317 s) and later that day for the team plan of kern_for_groups (reverted).
 cd /tmp/bundle
 NC=$(nproc)

@@ -4,8 +4,8 @@
 # (8 files at most come back), so a run cut short still returns what finished. Give the device
 # tool timeout_s 540 (its budget is 15 minutes a session, start-up included). On 2026-11-26 it
 # ran in 327 s (1-thread gemm and layer then cut at 110 and 40 s, since raised), on 2026-11-27
-# in 383 s (1-thread gemm cut at 135 s, before its last shape). Measured there: see README,
-# Performance. If tar there lacks xz, python3's tarfile unpacks the bundle as well.
+# in 383 s (1-thread gemm cut at 135 s, before its last shape). Measured there: see
+# docs/performance.md. If tar there lacks xz, python3's tarfile unpacks the bundle as well.
 # Do not set OMP_PROC_BIND: with several ranks it would pin them all to the same cores.
 cd /tmp/bundle
 NC=$(nproc)

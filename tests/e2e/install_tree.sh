@@ -14,7 +14,7 @@ for f in bin/moed share/moed/slurm/moed.sbatch share/moed/slurm/moed-sweep.sh \
   check "installed and executable: $f" [ -x "$P/$f" ]
 done
 for f in share/moed/config/tiny.ini share/moed/config/tiny2.ini share/moed/slurm/README.md \
-  share/moed/analysis/README.md share/doc/moed/README.md; do
+  share/moed/analysis/README.md share/doc/moed/README.md share/doc/moed/performance.md; do
   check "installed: $f" [ -f "$P/$f" ]
 done
 if [ -x "$MOED_BUILD/moed-bench" ]; then
