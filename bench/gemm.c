@@ -302,8 +302,9 @@ int bench_gemm(int argc, char** argv) {
         any |= o.isa_on[isa];
     }
     if (!any) {
-        fprintf(stderr, "moed-bench gemm: no kernel table for ISA '%s' on this CPU\n",
-                isa_arg ? isa_arg : "(best)");
+        fprintf(stderr, "moed-bench gemm: no kernel table for ISA '%s' on this CPU%s\n",
+                isa_arg ? isa_arg : "(best)",
+                kern_max_isa() < KERN_N_ISA - 1 ? " (MOED_MAX_ISA holds some back)" : "");
         return 2;
     }
 

@@ -199,8 +199,12 @@ int bench_peak(int argc, char** argv) {
         }
         double one = bench_peak_gflops(rows[r].isa, 1);
         double many = threads > 1 ? bench_peak_gflops(rows[r].isa, threads) : one;
+        const char* why = t ? ""
+                          : (int)rows[r].isa > (int)kern_max_isa()
+                              ? "  (held back by MOED_MAX_ISA)"
+                              : "  (no kernel table for it in this build)";
         printf("%-8s %-44s %8.1f GF/s %9.1f GF/s %7.1f GF/s%s\n", name, rows[r].what, one, many,
-               many / threads, t ? "" : "  (no kernel table for it in this build)");
+               many / threads, why);
     }
     printf("GF/s = GFLOP/s; per thread = %s / %d\n", all, threads);
     return 0;

@@ -133,7 +133,9 @@ const cfg_key cfg_keys[] = {
          "core); auto (thread when ranks on the node x (compute.threads + 1) fit the cores the "
          "rank may run on, else test). Never changes a result"),
 
-    ENUM(compute, isa, "auto", isa_names, "kernel ISA (auto: best the CPU supports)"),
+    ENUM(compute, isa, "auto", isa_names,
+         "kernel ISA (auto: the best the CPU supports, at most MOED_MAX_ISA; the environment's "
+         "MOED_ISA overrides this key)"),
     INT(compute, threads, "1", 1, 1024, "threads per rank"),
     ENUM(compute, prepack, "off", prepack_names,
          "expert weights kept packed in the kernels' layout, repacked by the optimizer as it "

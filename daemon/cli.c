@@ -72,16 +72,37 @@ int cli_check_launch(const cfg_t* c, int nranks, char* err) {
     return MOED_OK;
 }
 
+int cli_max_isa(char* err) {
+    const char* cap = getenv("MOED_MAX_ISA");
+    if (!cap || !*cap) return MOED_OK;
+    int isa = kern_isa_by_name(cap);
+    if (isa < 0) {
+        snprintf(err, CLI_ERRLEN, "MOED_MAX_ISA = '%.40s': not one of ref, avx2, avx512", cap);
+        return MOED_ERR_CONFIG;
+    }
+    kern_set_max_isa((kern_isa_t)isa);
+    return MOED_OK;
+}
+
 int cli_select_isa(const cfg_t* c, char* err) {
     static const int map[] = {[CFG_ISA_AUTO] = -1,
                               [CFG_ISA_REF] = KERN_REF,
                               [CFG_ISA_AVX2] = KERN_AVX2,
                               [CFG_ISA_AVX512] = KERN_AVX512};
     static const char* names[] = {"auto", "ref", "avx2", "avx512"};
-    if (kern_select(map[c->compute.isa]) != 0) {
-        snprintf(err, CLI_ERRLEN,
-                 "compute.isa = %s: this CPU or this build cannot run it (use auto, or ref)",
-                 names[c->compute.isa]);
+    int rc = cli_max_isa(err);
+    if (rc) return rc;
+    int want = map[c->compute.isa];
+    if (kern_select(want) != 0) {
+        if (want > (int)kern_max_isa())
+            snprintf(err, CLI_ERRLEN,
+                     "compute.isa = %s: MOED_MAX_ISA = %s holds moed below it (unset it, or use "
+                     "auto)",
+                     names[c->compute.isa], kern_isa_name(kern_max_isa()));
+        else
+            snprintf(err, CLI_ERRLEN,
+                     "compute.isa = %s: this CPU or this build cannot run it (use auto, or ref)",
+                     names[c->compute.isa]);
         return MOED_ERR_CONFIG;
     }
     if (kern_init(c->compute.threads) != 0) {

@@ -18,7 +18,10 @@ int cli_load_config(cfg_t* c, int argc, char** argv, int i, int nranks, char* er
 // catches launchers that start P independent "rank 0 of 1" copies; compute.threads > 1 needs
 // an OpenMP build. 0 or 2 with a message in err.
 int cli_check_launch(const cfg_t* c, int nranks, char* err);
-// Applies c->compute.isa (and its thread count to the pack buffers). 0 or 2.
+// MOED_MAX_ISA (ref, avx2, avx512), when set, caps the ISAs the kernels hand out. 0 or 2.
+int cli_max_isa(char* err);
+// Applies MOED_MAX_ISA, then c->compute.isa (and its thread count to the pack buffers). 0, 2
+// (a bad MOED_MAX_ISA, an ISA this CPU, build or cap cannot run) or 1 (out of memory).
 int cli_select_isa(const cfg_t* c, char* err);
 // Every rank passes its own status; all get the worst one. The lowest failing rank prints
 // its message (rank 0 when it failed too), so an error appears once, as one line.

@@ -249,14 +249,7 @@ int cmd_forward(int argc, char** argv, MPI_Comm comm) {
     // padding rows of the last batch would compete with real tokens for it.
     c.model.capacity_factor = 0;
     if (rc == 0) rc = cli_check_launch(&c, nranks, err);
-    static const int isa_map[] = {[CFG_ISA_AUTO] = -1,
-                                  [CFG_ISA_REF] = KERN_REF,
-                                  [CFG_ISA_AVX2] = KERN_AVX2,
-                                  [CFG_ISA_AVX512] = KERN_AVX512};
-    if (rc == 0 && (kern_select(isa_map[c.compute.isa]) || kern_init(c.compute.threads))) {
-        snprintf(err, ERRLEN, "compute.isa: this CPU or this build cannot run it");
-        rc = MOED_ERR_CONFIG;
-    }
+    if (rc == 0) rc = cli_select_isa(&c, err);
     if ((rc = cli_agree(rc, err, rank, comm))) return rc;
 
     // Set-up: the training state (its optimizer buffers are unused here) plus the batch and

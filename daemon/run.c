@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "compute/kernels/kernels.h"
@@ -201,10 +202,13 @@ int cmd_run(int argc, char** argv, MPI_Comm comm) {
         arena_freeze(&s.arena);
         coord_install_signals();
         if (s.rank == 0) {
-            printf("moed %s: %d rank%s x %d thread%s, isa %s; d=%d f=%d E=%d k=%d L=%d, %d "
+            // The cap is named where it may have changed what auto picks.
+            const char* cap = kern_max_isa() < KERN_N_ISA - 1 ? getenv("MOED_MAX_ISA") : NULL;
+            printf("moed %s: %d rank%s x %d thread%s, isa %s%s%s%s; d=%d f=%d E=%d k=%d L=%d, %d "
                    "tokens/step, %.2f MiB/rank reserved\n",
                    MOED_VERSION, s.nranks, s.nranks > 1 ? "s" : "", c->compute.threads,
-                   c->compute.threads > 1 ? "s" : "", kern->name, c->model.d_model, c->model.d_ff,
+                   c->compute.threads > 1 ? "s" : "", kern->name, cap ? " (MOED_MAX_ISA=" : "",
+                   cap ? cap : "", cap ? ")" : "", c->model.d_model, c->model.d_ff,
                    c->model.n_experts, c->model.top_k, c->model.n_layers, s.tr.T,
                    s.arena.cap / 1048576.0);
             if (found) printf("moed: resumed from %s at step %ld\n", s.path, s.tr.step);

@@ -29,8 +29,28 @@ int kern_cpu_supports(kern_isa_t isa) {
     }
 }
 
+static kern_isa_t max_isa = (kern_isa_t)(KERN_N_ISA - 1);
+static const char* const isa_names[KERN_N_ISA] = {
+    [KERN_REF] = "ref", [KERN_AVX2] = "avx2", [KERN_AVX512] = "avx512"};
+
+void kern_set_max_isa(kern_isa_t isa) {
+    max_isa = (int)isa < 0 ? KERN_REF : isa >= KERN_N_ISA ? (kern_isa_t)(KERN_N_ISA - 1) : isa;
+}
+
+kern_isa_t kern_max_isa(void) { return max_isa; }
+
+int kern_isa_by_name(const char* name) {
+    for (int i = 0; name && i < KERN_N_ISA; i++)
+        if (strcmp(name, isa_names[i]) == 0) return i;
+    return -1;
+}
+
+const char* kern_isa_name(kern_isa_t isa) {
+    return (int)isa >= 0 && isa < KERN_N_ISA ? isa_names[isa] : "?";
+}
+
 const kern_table_t* kern_table_for(kern_isa_t isa) {
-    if ((int)isa < 0 || isa >= KERN_N_ISA) return NULL;
+    if ((int)isa < 0 || isa >= KERN_N_ISA || isa > max_isa) return NULL;
     if (!compiled[isa] || !kern_cpu_supports(isa)) return NULL;
     return compiled[isa];
 }

@@ -79,6 +79,16 @@ int kern_cpu_supports(kern_isa_t isa);
 int kern_init(int max_threads);
 void kern_shutdown(void);
 
+// The highest ISA kern_table_for hands out (all compiled in, by default): a cap below what
+// the CPU runs, as DNNL_MAX_CPU_ISA and OPENBLAS_CORETYPE hold those libraries back. Set at
+// start-up from MOED_MAX_ISA (daemon/cli.c, bench/main.c), before kern_select.
+void kern_set_max_isa(kern_isa_t isa);
+kern_isa_t kern_max_isa(void);
+// The ISA called `name` ("ref", "avx2", "avx512": the tables' names), or -1.
+int kern_isa_by_name(const char* name);
+// The name of an ISA, for messages ("?" out of range).
+const char* kern_isa_name(kern_isa_t isa);
+
 // The table chosen at start-up (set by kern_select); the rest of the code calls kern->sgemm.
 extern const kern_table_t* kern;
 // Selects `isa` (KERN_* or -1 for auto). Returns 0, or -1 when the CPU lacks it.

@@ -39,6 +39,14 @@ for np in 1 2; do
   check "ckpt at P = $np: a table row" grep -qE "^ +$np +[0-9]+ +$num" "$WORK/ckpt$np"
 done
 
+# MOED_MAX_ISA: a bad value is refused before any subcommand runs; a cap is reported.
+MOED_MAX_ISA=sse9 run_to /dev/null "$WORK/err" 60 "$BENCH" peak
+check "moed-bench with MOED_MAX_ISA=sse9: exit 2, one line naming it" \
+  bash -c "[ $RC -eq 2 ] && [ \$(wc -l < '$WORK/err') -eq 1 ] && grep -qF 'MOED_MAX_ISA' '$WORK/err'"
+MOED_MAX_ISA=ref run_to "$WORK/capgemm" "$WORK/err" 60 "$BENCH" gemm --isa avx2 --quick
+check "moed-bench gemm --isa avx2 under MOED_MAX_ISA=ref: exit 2, names the cap" \
+  bash -c "[ $RC -eq 2 ] && grep -qF 'MOED_MAX_ISA holds some back' '$WORK/err'"
+
 # Bad values: one line naming the option, exit 2, for every subcommand.
 while IFS='|' read -r args want; do
   run_to /dev/null "$WORK/err" 60 "$BENCH" $args

@@ -65,6 +65,38 @@ START_TEST(test_dispatch) {
 }
 END_TEST
 
+// MOED_MAX_ISA's cap: no table above it, auto picks at most it, and lifting it restores all.
+START_TEST(test_max_isa) {
+    kern_isa_t best = kern_best_isa();
+    ck_assert_int_eq(kern_max_isa(), KERN_N_ISA - 1);
+    kern_set_max_isa(KERN_REF);
+    ck_assert_int_eq(kern_max_isa(), KERN_REF);
+    for (int i = KERN_REF + 1; i < KERN_N_ISA; i++)
+        ck_assert_ptr_null(kern_table_for((kern_isa_t)i));
+    ck_assert_int_eq(kern_best_isa(), KERN_REF);
+    ck_assert_int_eq(kern_select(KERN_AVX2), -1);
+    ck_assert_int_eq(kern_select(-1), 0);
+    ck_assert_ptr_eq(kern, &kern_ref_table);
+    if (best >= KERN_AVX2) { // a cap between ISAs the CPU runs
+        kern_set_max_isa(KERN_AVX2);
+        ck_assert_int_eq(kern_best_isa(), KERN_AVX2);
+        ck_assert_ptr_null(kern_table_for(KERN_AVX512));
+        ck_assert_ptr_nonnull(kern_table_for(KERN_AVX2));
+    }
+    kern_set_max_isa((kern_isa_t)(KERN_N_ISA - 1));
+    ck_assert_int_eq(kern_best_isa(), best);
+    ck_assert_ptr_nonnull(kern_table_for(best));
+    ck_assert_int_eq(kern_isa_by_name("ref"), KERN_REF);
+    ck_assert_int_eq(kern_isa_by_name("avx2"), KERN_AVX2);
+    ck_assert_int_eq(kern_isa_by_name("avx512"), KERN_AVX512);
+    ck_assert_int_eq(kern_isa_by_name("sse9"), -1);
+    ck_assert_int_eq(kern_isa_by_name(""), -1);
+    ck_assert_int_eq(kern_isa_by_name(NULL), -1);
+    ck_assert_str_eq(kern_isa_name(KERN_AVX512), "avx512");
+    ck_assert_str_eq(kern_isa_name(KERN_N_ISA), "?");
+}
+END_TEST
+
 // ---- correctness, per ISA (the loop index picks the ISA) ----
 
 #define ISA_TEST(name, call)                                                                       \
@@ -160,6 +192,7 @@ static Suite* kernels_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_dispatch);
+    tcase_add_test(tc, test_max_isa);
     tcase_add_loop_test(tc, test_small_shapes, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_block_edges, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_big_shapes, 0, KERN_N_ISA);
