@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "bench/bench.h"
-#include "compute/kernels/kernels.h"
+#include "daemon/cli.h"
 
 static const struct {
     const char* name;
@@ -93,15 +93,10 @@ int main(int argc, char** argv) {
         return argc < 2 ? 2 : 0;
     }
     // MOED_MAX_ISA caps our kernels here as in moed (the peers have their own variables).
-    const char* cap = getenv("MOED_MAX_ISA");
-    if (cap && *cap) {
-        int isa = kern_isa_by_name(cap);
-        if (isa < 0) {
-            fprintf(stderr, "moed-bench: MOED_MAX_ISA = '%.40s': not one of ref, avx2, avx512\n",
-                    cap);
-            return 2;
-        }
-        kern_set_max_isa((kern_isa_t)isa);
+    char err[CLI_ERRLEN];
+    if (cli_max_isa(err)) {
+        fprintf(stderr, "moed-bench: %s\n", err);
+        return 2;
     }
     for (int i = 0; i < N_SUBCOMMANDS; i++)
         if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].fn(argc - 2, argv + 2);
