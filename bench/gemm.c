@@ -120,19 +120,17 @@ static int bench_shape(const gbench_shape_t* s, int threads, const gbench_opts_t
         int dnnl_ok = on[GBENCH_DNNL] && gbench_dnnl_prepare(j, &dj) == 0;
         n_dnnl += dj.n_uniq, dnnl_create += dj.create_s;
         double(*ts)[64] = ts_all[i];
-        // The implementations take turns, and the turn order rotates every round (and runs
-        // backwards every other cycle of rotations): each one writes all of C (128 MiB for dW
-        // of the groups of 32), so the next one starts behind its dirty lines, and a fixed
-        // order would charge that to the same one every round (ours after oneDNN: dW of 64 x
-        // 32 rows at d=512 read 0.85x oneDNN in a fixed order, ours 90-91 GF/s alone against
-        // 74-85 right after oneDNN).
+        // The implementations take turns in a rotating order (gbench_turn): each one writes
+        // all of C (128 MiB for dW of the groups of 32), so the next one starts behind its
+        // dirty lines, and a fixed order would charge that to the same one every round (ours
+        // after oneDNN: dW of 64 x 32 rows at d=512 read 0.85x oneDNN in a fixed order, ours
+        // 90-91 GF/s alone against 74-85 right after oneDNN).
         int order[GBENCH_MAX_IMPLS], n_on = 0;
         for (int impl = 0; impl < GBENCH_MAX_IMPLS; impl++)
             if (on[impl] && (impl != GBENCH_DNNL || dnnl_ok)) order[n_on++] = impl;
         for (int r = -1; r < reps; r++)
             for (int q = 0; q < n_on; q++) {
-                int rr = r < 0 ? 0 : r, at = (q + rr) % n_on;
-                int impl = order[(rr / n_on) % 2 ? n_on - 1 - at : at];
+                int impl = order[gbench_turn(q, r, n_on)];
                 double t0 = bench_now();
                 gbench_run(impl, j, &dj);
                 double dt = bench_now() - t0;

@@ -95,6 +95,10 @@ void gbench_set_threads(int threads);
 double gbench_median_of(const double* x, int n);
 // The median over rounds of each round's ratio num/den.
 double gbench_paired(const double* num, const double* den, int reps);
+// Which of n contenders takes turn q of round r (r < 0: the warm-up, as round 0): the order
+// rotates every round and runs backwards every other cycle of n rounds, so that none always
+// runs right after the same one (each leaves the caches full of its dirty output).
+int gbench_turn(int q, int r, int n);
 
 // The expert FFN forward through table t (gemm_ffn.c); even shapes only.
 void gbench_ffn(const gbench_shape_t* s, int threads, const kern_table_t* t,

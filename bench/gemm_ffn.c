@@ -105,7 +105,8 @@ void gbench_ffn(const gbench_shape_t* s, int threads, const kern_table_t* t,
     double ts[FFN_N][64], sec[FFN_N] = {0};
     int reps = o->reps < 64 ? o->reps : 64;
     for (int rep = -1; rep < reps; rep++)
-        for (int w = 0; w < FFN_N; w++) {
+        for (int q = 0; q < FFN_N; q++) { // in turns that rotate, as the products table's
+            int w = gbench_turn(q, rep, FFN_N);
             if (w == FFN_DNNL_UP && !dnnl_ok) continue;
             double t0 = bench_now();
             run_ffn(t, &F, w, dj);

@@ -247,3 +247,9 @@ double gbench_paired(const double* num, const double* den, int reps) {
     for (int q = 0; q < reps; q++) r[q] = num[q] / den[q];
     return bench_median(r, reps);
 }
+
+int gbench_turn(int q, int r, int n) {
+    if (r < 0) r = 0;
+    int at = (q + r) % n;
+    return (r / n) % 2 ? n - 1 - at : at;
+}
