@@ -190,9 +190,7 @@ int bench_peak(int argc, char** argv) {
     printf("%-8s %-44s %12s %14s %12s\n", "isa", "loop", "1 thread", all, "per thread");
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         const kern_table_t* t = kern_table_for(rows[r].isa);
-        const char* name = rows[r].isa == KERN_REF    ? "ref"
-                           : rows[r].isa == KERN_AVX2 ? "avx2"
-                                                      : "avx512";
+        const char* name = kern_isa_name(rows[r].isa);
         if (!fma_for(rows[r].isa)) {
             printf("%-8s %-44s %12s\n", name, rows[r].what, "(CPU lacks it)");
             continue;

@@ -5,7 +5,6 @@
 #include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "compute/kernels/kernels.h"
@@ -203,13 +202,14 @@ int cmd_run(int argc, char** argv, MPI_Comm comm) {
         coord_install_signals();
         if (s.rank == 0) {
             // The cap is named where it may have changed what auto picks.
-            const char* cap = kern_max_isa() < KERN_N_ISA - 1 ? getenv("MOED_MAX_ISA") : NULL;
-            printf("moed %s: %d rank%s x %d thread%s, isa %s%s%s%s; d=%d f=%d E=%d k=%d L=%d, %d "
+            char cap[40] = "";
+            if (kern_max_isa() < KERN_N_ISA - 1)
+                snprintf(cap, sizeof cap, " (MOED_MAX_ISA=%s)", kern_isa_name(kern_max_isa()));
+            printf("moed %s: %d rank%s x %d thread%s, isa %s%s; d=%d f=%d E=%d k=%d L=%d, %d "
                    "tokens/step, %.2f MiB/rank reserved\n",
                    MOED_VERSION, s.nranks, s.nranks > 1 ? "s" : "", c->compute.threads,
-                   c->compute.threads > 1 ? "s" : "", kern->name, cap ? " (MOED_MAX_ISA=" : "",
-                   cap ? cap : "", cap ? ")" : "", c->model.d_model, c->model.d_ff,
-                   c->model.n_experts, c->model.top_k, c->model.n_layers, s.tr.T,
+                   c->compute.threads > 1 ? "s" : "", kern->name, cap, c->model.d_model,
+                   c->model.d_ff, c->model.n_experts, c->model.top_k, c->model.n_layers, s.tr.T,
                    s.arena.cap / 1048576.0);
             if (found) printf("moed: resumed from %s at step %ld\n", s.path, s.tr.step);
             fflush(stdout);
