@@ -13,6 +13,7 @@
 #define ROW_GROUP 4    // row-major B packed 4 panels at a time: runs of 256 B per row
 #define KC_BALANCED    // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
 #define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
+#define VL 8           // floats per ymm
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"
@@ -134,21 +135,21 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
-static inline __attribute__((always_inline)) void ukr_step(int mr, int nv, __m256 acc[MR][2],
-                                                           const float* ap, const float* bp) {
+static inline __attribute__((always_inline)) void
+ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const float* bp) {
     __m256 b0 = _mm256_load_ps(bp);
     __m256 b1 = nv > 1 ? _mm256_load_ps(bp + 8) : b0;
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
-        __m256 ai = _mm256_broadcast_ss(ap + i);
+        __m256 ai = _mm256_broadcast_ss(ap + i * ars);
         acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
         if (nv > 1) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
     }
 }
 
 static inline __attribute__((always_inline)) void
-ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict bp, float* c,
-         long ldc, int overwrite, const ukr_pf_t* pf) {
+ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
+         const float* restrict bp, float* c, long ldc, int overwrite, const ukr_pf_t* pf) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
@@ -165,11 +166,12 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict
             // Unrolled: the loop's own add/compare/branch per k step measured 1-10% of the
             // large products on a shared core (avx2), most when a neighbour loads the core.
 #pragma GCC unroll 4
-            for (int j = 0; j < gap; j++, p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+            for (int j = 0; j < gap; j++, p++, ap += acs, bp += NR)
+                ukr_step(mr, nv, acc, ap, ars, bp);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+    for (; p < kc; p++, ap += acs, bp += NR) ukr_step(mr, nv, acc, ap, ars, bp);
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2
@@ -181,44 +183,9 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long ldc, int overwrite,
-                       const ukr_pf_t* pf);
-
-#define UKR(M, V)                                                                                  \
-    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
-                              int overwrite, const ukr_pf_t* pf) {                                 \
-        ukr_body(M, V, kc, ap, bp, c, ldc, overwrite, pf);                                         \
-    }
-// clang-format off
-UKR(1, 1) UKR(2, 1) UKR(3, 1) UKR(4, 1) UKR(5, 1) UKR(6, 1)
-UKR(1, 2) UKR(2, 2) UKR(3, 2) UKR(4, 2) UKR(5, 2) UKR(6, 2)
-
-// [rows][ymm columns]
-static const ukr_fn ukr_tab[MR + 1][3] = {
-    {0, 0, 0},
-    {0, ukr_1x1, ukr_1x2}, {0, ukr_2x1, ukr_2x2}, {0, ukr_3x1, ukr_3x2},
-    {0, ukr_4x1, ukr_4x2}, {0, ukr_5x1, ukr_5x2}, {0, ukr_6x1, ukr_6x2},
-};
-// clang-format on
-
-// C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
-// of 8 go through a temporary tile so nothing outside C is read or written.
-static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
-                           long ldc, int overwrite, const ukr_pf_t* pf) {
-    int nv = (nr + 7) / 8;
-    if (nr % 8 == 0) {
-        ukr_tab[mr][nv](kc, ap, bp, c, ldc, overwrite, pf);
-        return;
-    }
-    float tile[MR * NR] __attribute__((aligned(32))); // [mr][NR]: the product, C untouched
-    ukr_tab[mr][nv](kc, ap, bp, tile, NR, 1, pf);
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
-            float* cij = c + i * ldc + j;
-            // Same single rounding as the vector path: C + sum.
-            *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
-        }
-}
+// The kernel tables, ukr_any and ukr_wt (driver_tiles.h), for tiles of 1..MR rows.
+#define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6)
+#include "compute/kernels/driver_tiles.h"
 
 // out = silu(h0) * h1 over a tile, 8 columns at a time with avx2_swiglu.h's formula; a column
 // tail goes through a zero-padded vector, as in avx2_swiglu_fwd, so every element gets the
@@ -237,6 +204,7 @@ const kern_table_t kern_avx2_table = {
     .isa = KERN_AVX2,
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
+    .wt_max_m = WT_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -86,7 +86,6 @@
 
 #include "compute/kernels/driver.h"
 
-_Static_assert(NR == 2 * VL, "the micro-kernels hold NR columns in two zmm");
 _Static_assert(MR <= VL, "the transposing A packer fits MR rows in one 16 x 16 transpose");
 _Static_assert(KERN_PACK_SLACK >= VL - MR,
                "transposing A packer stores up to VL - MR floats past a panel");
@@ -209,21 +208,21 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
-static inline __attribute__((always_inline)) void ukr_step(int mr, int nv, simde__m512 acc[MR][2],
-                                                           const float* ap, const float* bp) {
+static inline __attribute__((always_inline)) void
+ukr_step(int mr, int nv, simde__m512 acc[MR][2], const float* ap, long ars, const float* bp) {
     simde__m512 b0 = simde_mm512_load_ps(bp);
     simde__m512 b1 = nv > 1 ? simde_mm512_load_ps(bp + VL) : b0;
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
-        simde__m512 ai = simde_mm512_set1_ps(ap[i]);
+        simde__m512 ai = simde_mm512_set1_ps(ap[i * ars]);
         acc[i][0] = simde_mm512_fmadd_ps(ai, b0, acc[i][0]);
         if (nv > 1) acc[i][1] = simde_mm512_fmadd_ps(ai, b1, acc[i][1]);
     }
 }
 
 static inline __attribute__((always_inline)) void
-ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict bp, float* c,
-         long ldc, int overwrite, const ukr_pf_t* pf) {
+ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
+         const float* restrict bp, float* c, long ldc, int overwrite, const ukr_pf_t* pf) {
     simde__m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
@@ -240,11 +239,12 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict
             // Unrolled as in avx2.c, where the loop's own add/compare/branch per k step cost
             // 1-10% of the large products (not measured on AVX-512).
 #pragma GCC unroll 4
-            for (int j = 0; j < gap; j++, p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+            for (int j = 0; j < gap; j++, p++, ap += acs, bp += NR)
+                ukr_step(mr, nv, acc, ap, ars, bp);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += MR, bp += NR) ukr_step(mr, nv, acc, ap, bp);
+    for (; p < kc; p++, ap += acs, bp += NR) ukr_step(mr, nv, acc, ap, ars, bp);
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2
@@ -257,48 +257,9 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, const float* restrict
     }
 }
 
-typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long ldc, int overwrite,
-                       const ukr_pf_t* pf);
-
-#define UKR(M, V)                                                                                  \
-    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
-                              int overwrite, const ukr_pf_t* pf) {                                 \
-        ukr_body(M, V, kc, ap, bp, c, ldc, overwrite, pf);                                         \
-    }
-// clang-format off
-UKR(1, 1) UKR(2, 1) UKR(3, 1) UKR(4, 1) UKR(5, 1) UKR(6, 1)
-UKR(7, 1) UKR(8, 1) UKR(9, 1) UKR(10, 1) UKR(11, 1) UKR(12, 1)
-UKR(1, 2) UKR(2, 2) UKR(3, 2) UKR(4, 2) UKR(5, 2) UKR(6, 2)
-UKR(7, 2) UKR(8, 2) UKR(9, 2) UKR(10, 2) UKR(11, 2) UKR(12, 2)
-
-// [rows][zmm columns]
-static const ukr_fn ukr_tab[MR + 1][3] = {
-    {0, 0, 0},
-    {0, ukr_1x1, ukr_1x2},   {0, ukr_2x1, ukr_2x2},   {0, ukr_3x1, ukr_3x2},
-    {0, ukr_4x1, ukr_4x2},   {0, ukr_5x1, ukr_5x2},   {0, ukr_6x1, ukr_6x2},
-    {0, ukr_7x1, ukr_7x2},   {0, ukr_8x1, ukr_8x2},   {0, ukr_9x1, ukr_9x2},
-    {0, ukr_10x1, ukr_10x2}, {0, ukr_11x1, ukr_11x2}, {0, ukr_12x1, ukr_12x2},
-};
-// clang-format on
-
-// C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
-// of 16 go through a temporary tile so nothing outside C is read or written.
-static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
-                           long ldc, int overwrite, const ukr_pf_t* pf) {
-    int nv = (nr + VL - 1) / VL;
-    if (nr % VL == 0) {
-        ukr_tab[mr][nv](kc, ap, bp, c, ldc, overwrite, pf);
-        return;
-    }
-    float tile[MR * NR] __attribute__((aligned(64))); // [mr][NR]: the product, C untouched
-    ukr_tab[mr][nv](kc, ap, bp, tile, NR, 1, pf);
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
-            float* cij = c + i * ldc + j;
-            // Same single rounding as the vector path: C + sum.
-            *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
-        }
-}
+// The kernel tables, ukr_any and ukr_wt (driver_tiles.h), for tiles of 1..MR rows.
+#define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+#include "compute/kernels/driver_tiles.h"
 
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: a = h0 * sigmoid(h0) * h1 and its backward, 16 lanes at a time, with avx2_swiglu.c's
@@ -416,6 +377,7 @@ const kern_table_t KERN_TABLE = {
     .isa = KERN_AVX512,
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
+    .wt_max_m = WT_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

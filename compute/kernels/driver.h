@@ -8,8 +8,9 @@
 // and before it defines the functions declared below (its packers, micro-kernel and SwiGLU
 // tile), which the loops here call. Everything is static: each ISA file gets its own copy,
 // compiled with its instruction set. This file holds the blocked loops and the packing
-// schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_run.h the
-// thread partition and the table's entry points (both included from here).
+// schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_wt.h the
+// weight-rows path of the transposed-weight products of few rows, driver_run.h the thread
+// partition and the table's entry points (all included from here).
 //
 //   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
 //     for pc in [0, k) step KC          the k loop: sequential, never split between threads
@@ -34,6 +35,8 @@
 //   (first_pass): a piece of the next panels is packed before each micro-tile, and the
 //   micro-kernel prefetches the source lines of the piece after, spread over its k loop.
 // - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
+// - Or B is a transposed weight (the backward's dA, dX) and m small: no B packing at all, the
+//   weight rows streamed whole in place (driver_wt.h).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
@@ -46,6 +49,8 @@
 // disjoint rectangles of C (whole run pairs when fused) and pack their own copies of A and B.
 #ifndef MOED_KERNELS_DRIVER_H
 #define MOED_KERNELS_DRIVER_H
+
+#include <string.h>
 
 #include "compute/kernels/kernels.h"
 
@@ -78,7 +83,8 @@ static inline int tile_rows(int mc, int t, int* first) {
     return MIN(MR, mc - t * MR);
 }
 
-// ---- What the ISA file defines after including this header ----
+// ---- What the ISA file defines after including this header (ukr_any and ukr_wt through
+// driver_tiles.h, from its ukr_body) ----
 
 // The A block: rows [0, mc) of a (element (r, p) at a[r*rsa + p*csa]) into consecutive
 // micro-panels [kc][MR], panel q at dst + q*MR*kc, rows past mc zero.
@@ -90,6 +96,11 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // or written. overwrite = 1 stores the sum, 0 adds it to C.
 static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
                            long ldc, int overwrite, const ukr_pf_t* pf);
+// The same tile with A read in place from mr rows of a row-major weight, row i at w + i*ldw
+// and walked along p, into ct [mr][NR] (only its first nr columns computed): the weight-rows
+// path (driver_wt.h).
+static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
+                          float* ct, int overwrite);
 // out = silu(h0) * h1 over an mr x nr tile (row stride ld), with the same per-element formula
 // as the table's swiglu_fwd, so that fused and unfused results are bit-identical.
 static void swiglu_tile(int mr, int nr, const float* h0, const float* h1, float* out, long ld);
@@ -416,6 +427,9 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
     }
 }
 
+#include "compute/kernels/driver_wt.h"
+
+// The thread partition and the table entries, which call both paths.
 #include "compute/kernels/driver_run.h"
 
 #endif

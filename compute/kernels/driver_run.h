@@ -91,7 +91,11 @@ static void drv_run(const gemm_args_t* g) {
     }
 #endif
     if (nthreads <= 1) {
-        gemm_rect(g, 0, g->m, 0, g->panels, pack_for(tid0));
+        const kern_pack_t* pk = pack_for(tid0);
+        if (wt_applies(g, pk->b_floats))
+            wt_run(g, 1, 0, pk);
+        else
+            gemm_rect(g, 0, g->m, 0, g->panels, pk);
         return;
     }
 #ifdef _OPENMP
@@ -99,14 +103,18 @@ static void drv_run(const gemm_args_t* g) {
     {
         // The team may be smaller than asked for; partition by what we got.
         int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
-        int mt, nt;
-        partition(g, nt_all, &mt, &nt);
-        if (tid < mt * nt) {
-            int m0, m1, q0, q1;
-            split(g->m, MR, mt, tid / nt, &m0, &m1);
-            split(g->panels, panel_unit(g), nt, tid % nt, &q0, &q1);
-            const kern_pack_t* pk = pack_for(tid);
-            if (m0 < m1 && q0 < q1) gemm_rect(g, m0, m1, q0, q1, pk);
+        const kern_pack_t* pk = pack_for(tid);
+        if (wt_applies(g, pk->b_floats)) { // the weight rows' tiles split among the threads
+            wt_run(g, nt_all, tid, pk);
+        } else {
+            int mt, nt;
+            partition(g, nt_all, &mt, &nt);
+            if (tid < mt * nt) {
+                int m0, m1, q0, q1;
+                split(g->m, MR, mt, tid / nt, &m0, &m1);
+                split(g->panels, panel_unit(g), nt, tid % nt, &q0, &q1);
+                if (m0 < m1 && q0 < q1) gemm_rect(g, m0, m1, q0, q1, pk);
+            }
         }
     }
 #endif

@@ -295,6 +295,52 @@ void kc_check_position_invariance(const kern_table_t* t) {
     }
 }
 
+// The nt products (B column-major) of at most wt_max_m rows take the weight-rows path
+// (compute/kernels/driver_wt.h), larger ones the blocked loops. Both must give every element
+// the same bits: a product too tall for the path, then its rows again in slices that take it
+// (whole, partial and single lane panels), in both accumulate modes and for 1 and 2 threads.
+// A too: the path packs it transposed, column-major or not.
+void kc_check_wt_path(const kern_table_t* t) {
+    if (t->wt_max_m <= 0) return;
+    int wm = t->wt_max_m, m = 2 * wm + 7, n = 3 * t->mr + 5, k = 2 * t->kc + 40;
+    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, t->nr + 3, wm - 1};
+    for (int ta = 0; ta < 2; ta++)
+        for (int acc = 0; acc < 2; acc++) {
+            kc_strided_t a = kc_make_operand(m, k, ta, 1, 71 + ta);
+            kc_strided_t b = kc_make_operand(k, n, 1, 3, 73);
+            size_t cn = (size_t)m * n;
+            float* c0 = malloc(cn * sizeof(float));   // [m][n] C before the product
+            float* full = malloc(cn * sizeof(float)); // [m][n] blocked loops
+            float* part = malloc(cn * sizeof(float)); // [m][n] in slices
+            tu_fill_normal(c0, (long)cn, 75, 1.0f);
+            memcpy(full, c0, cn * sizeof(float));
+            set_threads(1);
+            t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, full, n, acc);
+            memcpy(part, c0, cn * sizeof(float));
+            int i0 = 0;
+            for (int s = 0; i0 < m; s++) {
+                int rows = slices[s % (int)(sizeof slices / sizeof slices[0])];
+                if (rows > m - i0) rows = m - i0;
+                set_threads(1 + s % 2);
+                t->sgemm(rows, n, k, a.buf + i0 * a.rs, a.rs, a.cs, b.buf, b.rs, b.cs,
+                         part + (long)i0 * n, n, acc);
+                i0 += rows;
+            }
+            set_threads(1);
+            for (int i = 0; i < m; i++)
+                ck_assert_msg(
+                    memcmp(part + (long)i * n, full + (long)i * n, (size_t)n * sizeof(float)) == 0,
+                    "%s m=%d n=%d k=%d %cT acc=%d: row %d differs between the "
+                    "weight-rows path and the blocked loops",
+                    t->name, m, n, k, ta ? 'T' : 'N', acc, i);
+            free(c0);
+            free(full);
+            free(part);
+            free(a.buf);
+            free(b.buf);
+        }
+}
+
 // Called from inside a parallel region, each caller runs single-threaded on its own pack
 // buffers and gets the same bits as a plain call.
 void kc_check_inside_parallel_region(const kern_table_t* t) {

@@ -46,6 +46,9 @@ void kc_check_general_strides(const kern_table_t* t);
 void kc_check_thread_invariance(const kern_table_t* t);
 // A sub-block of the product has the same bits as the same elements of the whole product.
 void kc_check_position_invariance(const kern_table_t* t);
+// nt products small enough for the weight-rows path (wt_max_m) give the bits of the blocked
+// loops, which larger ones take.
+void kc_check_wt_path(const kern_table_t* t);
 // Calls from inside a parallel region: each on its own pack buffers, same bits.
 void kc_check_inside_parallel_region(const kern_table_t* t);
 

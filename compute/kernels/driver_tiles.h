@@ -1,0 +1,69 @@
+// The micro-kernel entry points of an ISA file, instantiated from its ukr_body. Included by
+// avx2.c and avx512.c after they define
+//   ukr_body(mr, nv, kc, ap, ars, acs, bp, c, ldc, overwrite, pf)   the micro-tile: C[mr, nv
+//       vectors] (+)= A x Bp, row i of A's tile at ap + i*ars, stepped by acs per p
+//   VL                floats per vector (NR = 2 * VL)
+//   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
+// and define here what driver.h declares: ukr_any (the blocked loops' tiles) and ukr_wt (the
+// weight-rows path's, driver_wt.h). Each is a table of kernels with compile-time rows and
+// vectors, so that a partial tile costs less than a full one; every one runs each element's
+// FMA chain the same way, so an element's bits do not depend on the tile or the path.
+#ifndef MOED_KERNELS_DRIVER_TILES_H
+#define MOED_KERNELS_DRIVER_TILES_H
+
+_Static_assert(NR == 2 * VL, "the micro-kernels hold NR columns in two vectors");
+
+// The blocked loops' tiles: A packed [kc][MR].
+typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long ldc, int overwrite,
+                       const ukr_pf_t* pf);
+
+#define UKR(M, V)                                                                                  \
+    static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
+                              int overwrite, const ukr_pf_t* pf) {                                 \
+        ukr_body(M, V, kc, ap, 1, MR, bp, c, ldc, overwrite, pf);                                  \
+    }
+// The weight-rows path's tiles: A read in place, row i at w + i*ldw walked along p (the rows
+// of a weight read transposed), the tile written to ct [mr][NR].
+typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float* ct,
+                        int overwrite);
+
+#define UKRW(M, V)                                                                                 \
+    static void ukrw_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,       \
+                               int overwrite) {                                                    \
+        ukr_body(M, V, kc, w, ldw, 1, bp, ct, NR, overwrite, NULL);                                \
+    }
+#define UKR_ROWS(M) UKR(M, 1) UKR(M, 2) UKRW(M, 1) UKRW(M, 2)
+#define UKR_ENTRY(M) {0, ukr_##M##x1, ukr_##M##x2},
+#define UKRW_ENTRY(M) {0, ukrw_##M##x1, ukrw_##M##x2},
+
+TILE_ROWS(UKR_ROWS)
+
+// [rows][vectors of columns]
+static const ukr_fn ukr_tab[MR + 1][3] = {{0, 0, 0}, TILE_ROWS(UKR_ENTRY)};
+static const ukrw_fn ukrw_tab[MR + 1][3] = {{0, 0, 0}, TILE_ROWS(UKRW_ENTRY)};
+
+// C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
+// of VL go through a temporary tile so nothing outside C is read or written.
+static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
+                           long ldc, int overwrite, const ukr_pf_t* pf) {
+    int nv = (nr + VL - 1) / VL;
+    if (nr % VL == 0) {
+        ukr_tab[mr][nv](kc, ap, bp, c, ldc, overwrite, pf);
+        return;
+    }
+    float tile[MR * NR] __attribute__((aligned(64))); // [mr][NR]: the product, C untouched
+    ukr_tab[mr][nv](kc, ap, bp, tile, NR, 1, pf);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float* cij = c + i * ldc + j;
+            // Same single rounding as the vector path: C + sum.
+            *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
+        }
+}
+
+static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
+                          float* ct, int overwrite) {
+    ukrw_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite);
+}
+
+#endif

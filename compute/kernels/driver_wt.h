@@ -1,0 +1,89 @@
+// The weight-rows path of the shared driver (driver.h, which includes this file): the `nt`
+// products of the backward pass, dA = dY·Woᵀ and dX = dH·Wᵀ, where B is a weight stored
+// row-major [n][k] and read transposed (B(p, j) = W[j, p]), for a small number of rows m (the
+// tokens of one expert).
+//
+// The blocked loops pack such a B panel by panel: NR weight rows at a time, a run of KC
+// floats (12 lines on avx512) from each, rows 2-11 KiB apart. Runs that short stream from
+// memory at about half the rate of whole rows (docs/performance.md), and with m = 32 each
+// weight element feeds only 32 FMAs, so the product waits on that stream: 38-50% of the
+// avx512 peak, where the row-major (`nn`) products of the same shapes reach 55-60%.
+//
+// Here the roles of the operands swap, as in computing Cᵀ = W·Aᵀ: the micro-tile's MR
+// broadcast rows are MR weight rows, read in place, and its NR vector lanes are rows of A,
+// packed once per call as transposed panels (pack_b_panel's [kc][NR] layout). A tile of MR
+// weight rows runs every KC block of the depth in turn, so each weight row is read from start
+// to end, MR rows side by side: long sequential streams the hardware prefetcher follows. The
+// sum of each KC block is folded into a small transposed tile ct [MR][NR] (in L1), which is
+// written to C's MR columns once, at the end.
+//
+// Bits: each element of C is still one FMA chain over p inside each KC block (kc_block(k)),
+// starting from zero, and the blocks are added in increasing order, first onto C's value when
+// accumulating; fma(w, a, s) and fma(a, w, s) are the same operation. So an element has the
+// same bits whichever path computes it, and choosing the path by m (WT_MAX_M) keeps the
+// results a function of the inputs alone (position, row split, thread count).
+#ifndef MOED_KERNELS_DRIVER_WT_H
+#define MOED_KERNELS_DRIVER_WT_H
+
+// Panels of A's rows (NR each) the path takes: past about 4 of them the weight tile is read
+// from L1/L2 once per panel, and the blocked loops, which read each packed B panel once per
+// MR rows from L1, are as fast (ISA files may set their own).
+#ifndef WT_MAX_PANELS
+#define WT_MAX_PANELS 4
+#endif
+#define WT_MAX_M (WT_MAX_PANELS * NR)
+
+// Whether the product takes this path: B column-major (a transposed weight), not fused, not
+// pre-packed, m within WT_MAX_M, and A's transposed panels (k x NR floats each) fit in the
+// thread's B pack buffer, which this path does not otherwise use.
+static int wt_applies(const gemm_args_t* g, size_t b_floats) {
+    long panels = (g->m + NR - 1) / NR;
+    return g->halves == 1 && !g->bpre && g->rsb == 1 && g->csb != 1 && g->m <= WT_MAX_M &&
+           (size_t)g->k * panels * NR <= b_floats;
+}
+
+// A's rows as transposed panels: panel s (rows [s*NR, s*NR + NR)) at at + s*k*NR, [k][NR],
+// rows past m zero. Each KC block is packed by pack_b_panel as a [kc][NR] panel at its depth.
+static void wt_pack_a(const gemm_args_t* g, float* at) {
+    int kb = kc_block(g->k), np = (g->m + NR - 1) / NR;
+    for (int s = 0; s < np; s++)
+        for (int pc = 0; pc < g->k; pc += kb)
+            pack_b_panel(MIN(kb, g->k - pc), MIN(NR, g->m - s * NR),
+                         g->a + (long)s * NR * g->rsa + (long)pc * g->csa, g->csa, g->rsa,
+                         at + ((long)s * g->k + pc) * NR);
+}
+
+// Tiles [t0, t1) of MR weight rows (columns [t0*MR, t1*MR) of C), with A packed in `at`.
+static void wt_tiles(const gemm_args_t* g, int t0, int t1, const float* at) {
+    int kb = kc_block(g->k), np = (g->m + NR - 1) / NR;
+    const float* w = g->b[0]; // W[j][p] at w[j*csb + p]
+    long ldw = g->csb, ldc = g->ldc;
+    float ct[MR * NR] __attribute__((aligned(64))); // [MR][NR]: C's tile, transposed
+    memset(ct, 0, sizeof ct); // lanes past m are computed but never stored: keep them finite
+    for (int t = t0; t < t1; t++) {
+        int j0 = t * MR, mr = MIN(MR, g->n - j0);
+        for (int s = 0; s < np; s++) {
+            int ms = MIN(NR, g->m - s * NR);
+            float* c = g->c[0] + (long)s * NR * ldc + j0;
+            if (g->accumulate)
+                for (int r = 0; r < mr; r++)
+                    for (int i = 0; i < ms; i++) ct[r * NR + i] = c[i * ldc + r];
+            for (int pc = 0; pc < g->k; pc += kb)
+                ukr_wt(mr, ms, MIN(kb, g->k - pc), w + (long)j0 * ldw + pc, ldw,
+                       at + ((long)s * g->k + pc) * NR, ct, pc == 0 && !g->accumulate);
+            for (int i = 0; i < ms; i++)
+                for (int r = 0; r < mr; r++) c[i * ldc + r] = ct[r * NR + i];
+        }
+    }
+}
+
+// Part `idx` of `parts` of the product's weight-row tiles, on the thread's pack buffer.
+static void wt_run(const gemm_args_t* g, int parts, int idx, const kern_pack_t* pk) {
+    int tiles = (g->n + MR - 1) / MR, base = tiles / parts, rem = tiles % parts;
+    int t0 = idx * base + MIN(idx, rem), t1 = t0 + base + (idx < rem);
+    if (t0 >= t1) return;
+    wt_pack_a(g, pk->b);
+    wt_tiles(g, t0, t1, pk->b);
+}
+
+#endif
