@@ -14,6 +14,7 @@
 #define KC_BALANCED    // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
 #define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
 #define VL 8           // floats per ymm
+#define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"
@@ -187,6 +188,48 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
 #define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6)
 #include "compute/kernels/driver_tiles.h"
 
+// The weight-rows path's C tile (driver_wt.h): a full tile's 6 columns of 8 rows at a time
+// through transpose8, each C row as an xmm and a pair of floats; a tile at C's right edge
+// element by element.
+_Static_assert(MR == 6, "ct_load and ct_store move a C row's 6 floats as 4 + 2");
+
+static void ct_load(int ms, int mr, float* ct, const float* c, long ldc) {
+    if (mr < MR) {
+        ct_load_any(ms, mr, ct, c, ldc);
+        return;
+    }
+    for (int h = 0; h < ms; h += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = _mm256_setzero_ps();
+            if (h + i >= ms) continue;
+            const float* d = c + (h + i) * ldc;
+            __m128 pair = _mm_castpd_ps(_mm_load_sd((const double*)(d + 4))); // d[4], d[5], 0, 0
+            r[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(d)), pair, 1);
+        }
+        transpose8(r);
+        for (int j = 0; j < MR; j++) _mm256_store_ps(ct + j * NR + h, r[j]);
+    }
+}
+
+static void ct_store(int ms, int mr, const float* ct, float* c, long ldc) {
+    if (mr < MR) {
+        ct_store_any(ms, mr, ct, c, ldc);
+        return;
+    }
+    for (int h = 0; h < ms; h += 8) {
+        __m256 r[8];
+        for (int j = 0; j < MR; j++) r[j] = _mm256_load_ps(ct + j * NR + h);
+        for (int j = MR; j < 8; j++) r[j] = _mm256_setzero_ps();
+        transpose8(r);
+        for (int i = 0; i < 8 && h + i < ms; i++) {
+            float* d = c + (h + i) * ldc;
+            _mm_storeu_ps(d, _mm256_castps256_ps128(r[i]));
+            _mm_store_sd((double*)(d + 4), _mm_castps_pd(_mm256_extractf128_ps(r[i], 1)));
+        }
+    }
+}
+
 // out = silu(h0) * h1 over a tile, 8 columns at a time with avx2_swiglu.h's formula; a column
 // tail goes through a zero-padded vector, as in avx2_swiglu_fwd, so every element gets the
 // same bits as there.
@@ -205,6 +248,7 @@ const kern_table_t kern_avx2_table = {
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
     .wt_max_m = WT_MAX_M,
+    .wt_min_k = WT_MIN_K,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -261,6 +261,46 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
 #define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
 #include "compute/kernels/driver_tiles.h"
 
+// The weight-rows path's C tile (driver_wt.h): a full tile's 12 columns of 16 rows at a
+// time through transpose16, each C row as one ymm and one xmm; a tile at C's right edge
+// element by element.
+static void ct_load(int ms, int mr, float* ct, const float* c, long ldc) {
+    if (mr < MR) {
+        ct_load_any(ms, mr, ct, c, ldc);
+        return;
+    }
+    for (int h = 0; h < ms; h += VL) {
+        simde__m512 r[16];
+        for (int i = 0; i < 16; i++) {
+            r[i] = simde_mm512_setzero_ps();
+            if (h + i >= ms) continue;
+            const float* d = c + (h + i) * ldc;
+            r[i] = simde_mm512_insertf32x8(r[i], simde_mm256_loadu_ps(d), 0);
+            r[i] = simde_mm512_insertf32x4(r[i], simde_mm_loadu_ps(d + 8), 2);
+        }
+        transpose16(r);
+        for (int j = 0; j < MR; j++) simde_mm512_store_ps(ct + j * NR + h, r[j]);
+    }
+}
+
+static void ct_store(int ms, int mr, const float* ct, float* c, long ldc) {
+    if (mr < MR) {
+        ct_store_any(ms, mr, ct, c, ldc);
+        return;
+    }
+    for (int h = 0; h < ms; h += VL) {
+        simde__m512 r[16];
+        for (int j = 0; j < MR; j++) r[j] = simde_mm512_load_ps(ct + j * NR + h);
+        for (int j = MR; j < 16; j++) r[j] = simde_mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; i < VL && h + i < ms; i++) {
+            float* d = c + (h + i) * ldc;
+            simde_mm256_storeu_ps(d, simde_mm512_castps512_ps256(r[i]));
+            simde_mm_storeu_ps(d + 8, simde_mm512_extractf32x4_ps(r[i], 2));
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SwiGLU: a = h0 * sigmoid(h0) * h1 and its backward, 16 lanes at a time, with avx2_swiglu.c's
 // vector exp (Cephes' expf: range reduction by ln 2, degree-5 polynomial, scaling by 2^n
@@ -378,6 +418,7 @@ const kern_table_t KERN_TABLE = {
     .mr = MR, .nr = NR,
     .mc = MC, .kc = KC, .nc = NC,
     .wt_max_m = WT_MAX_M,
+    .wt_min_k = WT_MIN_K,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

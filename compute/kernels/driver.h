@@ -101,6 +101,11 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
 // path (driver_wt.h).
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite);
+// The weight-rows path's transposed C tile ct [MR][NR] (64-byte aligned): C[i][r] (row stride
+// ldc) at ct[r*NR + i] for rows i < ms <= NR and columns r < mr <= MR. ct_load fills it from
+// C, ct_store writes it to C; nothing else of C is read or written.
+static void ct_load(int ms, int mr, float* ct, const float* c, long ldc);
+static void ct_store(int ms, int mr, const float* ct, float* c, long ldc);
 // out = silu(h0) * h1 over an mr x nr tile (row stride ld), with the same per-element formula
 // as the table's swiglu_fwd, so that fused and unfused results are bit-identical.
 static void swiglu_tile(int mr, int nr, const float* h0, const float* h1, float* out, long ld);

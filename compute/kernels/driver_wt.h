@@ -25,21 +25,43 @@
 #ifndef MOED_KERNELS_DRIVER_WT_H
 #define MOED_KERNELS_DRIVER_WT_H
 
-// Panels of A's rows (NR each) the path takes: past about 4 of them the weight tile is read
-// from L1/L2 once per panel, and the blocked loops, which read each packed B panel once per
-// MR rows from L1, are as fast (ISA files may set their own).
+// Which products take the path (the ISA files may set their own; paired in-process against the
+// blocked loops, 64 groups with their weights in memory, docs/performance.md):
+// - at most WT_MAX_PANELS panels of A's rows (NR each): the weight tile is read once per
+//   panel, from L1 after the first, and past 4 panels the blocked loops are as fast (avx512:
+//   m = 128 at 1.05-1.13x, 512 at 0.95x);
+// - more than one panel only at a depth of at least WT_MIN_K: each panel of each tile then
+//   folds and stores its C tile, and with short rows the streams restart every few hundred
+//   cycles (avx512, k = 256: 64-128 rows at 0.87-0.97x the blocked loops, 1.08-1.14x at
+//   k = 512; avx2, 32-64 rows: 0.82-0.87x at k = 256, 0.99-1.01x at 512, 1.04-1.15x at 1024).
 #ifndef WT_MAX_PANELS
 #define WT_MAX_PANELS 4
+#endif
+#ifndef WT_MIN_K
+#define WT_MIN_K 512
 #endif
 #define WT_MAX_M (WT_MAX_PANELS * NR)
 
 // Whether the product takes this path: B column-major (a transposed weight), not fused, not
-// pre-packed, m within WT_MAX_M, and A's transposed panels (k x NR floats each) fit in the
-// thread's B pack buffer, which this path does not otherwise use.
+// pre-packed, m within WT_MAX_M (within NR below a depth of WT_MIN_K), and A's transposed
+// panels (k x NR floats each) fit in the thread's B pack buffer, which this path does not
+// otherwise use.
 static int wt_applies(const gemm_args_t* g, size_t b_floats) {
     long panels = (g->m + NR - 1) / NR;
     return g->halves == 1 && !g->bpre && g->rsb == 1 && g->csb != 1 && g->m <= WT_MAX_M &&
-           (size_t)g->k * panels * NR <= b_floats;
+           (panels == 1 || g->k >= WT_MIN_K) && (size_t)g->k * panels * NR <= b_floats;
+}
+
+// C's tile to and from ct, element by element: the ISA files' ct_load and ct_store for tiles
+// of fewer than MR columns (at C's right edge).
+static void ct_load_any(int ms, int mr, float* ct, const float* c, long ldc) {
+    for (int r = 0; r < mr; r++)
+        for (int i = 0; i < ms; i++) ct[r * NR + i] = c[i * ldc + r];
+}
+
+static void ct_store_any(int ms, int mr, const float* ct, float* c, long ldc) {
+    for (int i = 0; i < ms; i++)
+        for (int r = 0; r < mr; r++) c[i * ldc + r] = ct[r * NR + i];
 }
 
 // A's rows as transposed panels: panel s (rows [s*NR, s*NR + NR)) at at + s*k*NR, [k][NR],
@@ -65,14 +87,11 @@ static void wt_tiles(const gemm_args_t* g, int t0, int t1, const float* at) {
         for (int s = 0; s < np; s++) {
             int ms = MIN(NR, g->m - s * NR);
             float* c = g->c[0] + (long)s * NR * ldc + j0;
-            if (g->accumulate)
-                for (int r = 0; r < mr; r++)
-                    for (int i = 0; i < ms; i++) ct[r * NR + i] = c[i * ldc + r];
+            if (g->accumulate) ct_load(ms, mr, ct, c, ldc);
             for (int pc = 0; pc < g->k; pc += kb)
                 ukr_wt(mr, ms, MIN(kb, g->k - pc), w + (long)j0 * ldw + pc, ldw,
                        at + ((long)s * g->k + pc) * NR, ct, pc == 0 && !g->accumulate);
-            for (int i = 0; i < ms; i++)
-                for (int r = 0; r < mr; r++) c[i * ldc + r] = ct[r * NR + i];
+            ct_store(ms, mr, ct, c, ldc);
         }
     }
 }

@@ -58,8 +58,10 @@ typedef struct {
     kern_isa_t isa;
     int mr, nr;     // micro-tile (register block)
     int mc, kc, nc; // cache blocks
-    int wt_max_m;   // nt products (B column-major) of at most this many rows read B in place
-                    // (compute/kernels/driver_wt.h); 0: never. The bits are the same either way.
+    // nt products (B column-major) of at most wt_max_m rows, and of more than nr rows only at
+    // a depth k >= wt_min_k, read B in place (compute/kernels/driver_wt.h); wt_max_m = 0:
+    // never. The bits are the same either way.
+    int wt_max_m, wt_min_k;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;
     kern_gemm_swiglu_fn gemm_swiglu;

@@ -302,7 +302,8 @@ void kc_check_position_invariance(const kern_table_t* t) {
 // A too: the path packs it transposed, column-major or not.
 void kc_check_wt_path(const kern_table_t* t) {
     if (t->wt_max_m <= 0) return;
-    int wm = t->wt_max_m, m = 2 * wm + 7, n = 3 * t->mr + 5, k = 2 * t->kc + 40;
+    int wm = t->wt_max_m, m = 2 * wm + 7, n = 3 * t->mr + 5;
+    int k = 2 * t->kc + 40 > t->wt_min_k ? 2 * t->kc + 40 : t->wt_min_k + 40; // multi-panel too
     const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, t->nr + 3, wm - 1};
     for (int ta = 0; ta < 2; ta++)
         for (int acc = 0; acc < 2; acc++) {
