@@ -204,7 +204,8 @@ static void ct_load(int ms, int mr, float* ct, const float* c, long ldc) {
             r[i] = _mm256_setzero_ps();
             if (h + i >= ms) continue;
             const float* d = c + (h + i) * ldc;
-            __m128 pair = _mm_castpd_ps(_mm_load_sd((const double*)(d + 4))); // d[4], d[5], 0, 0
+            // d[4], d[5], 0, 0 (movlps: no alignment; _mm_load_sd's double would want 8 bytes)
+            __m128 pair = _mm_loadl_pi(_mm_setzero_ps(), (const __m64*)(d + 4));
             r[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(d)), pair, 1);
         }
         transpose8(r);
@@ -225,7 +226,7 @@ static void ct_store(int ms, int mr, const float* ct, float* c, long ldc) {
         for (int i = 0; i < 8 && h + i < ms; i++) {
             float* d = c + (h + i) * ldc;
             _mm_storeu_ps(d, _mm256_castps256_ps128(r[i]));
-            _mm_store_sd((double*)(d + 4), _mm_castps_pd(_mm256_extractf128_ps(r[i], 1)));
+            _mm_storel_pi((__m64*)(d + 4), _mm256_extractf128_ps(r[i], 1));
         }
     }
 }
