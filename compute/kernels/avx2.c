@@ -128,11 +128,13 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel. C[mr, 8*nv] (+)= Ap[kc][MR] * Bp[kc][NR] for compile-time mr in 1..MR and
-// nv in 1..2 (instantiated below): one register per (row, 8 columns), the p loop innermost,
-// one FMA per accumulator per p. The full 6x16 tile uses 12 accumulators, 2 B registers and
-// 1 broadcast register; the smaller ones exist so a partial tile costs less than a full one
-// and produce bit-identical values, since each accumulator sees the same FMA chain.
-// overwrite = 1 stores the sum, 0 adds it to C.
+// nv in 1..2 (instantiated by driver_tiles.h): one register per (row, 8 columns), the p loop
+// innermost, one FMA per accumulator per p. The full 6x16 tile uses 12 accumulators, 2 B registers
+// and 1 broadcast register; the smaller ones exist so a partial tile costs less than a full one and
+// produce bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1
+// stores the sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p:
+// packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
+// driver_wt.h).
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.

@@ -26,7 +26,7 @@
 // - Loads per k step: 2 aligned zmm of B from L1 + 12 broadcasts of A = 14 loads for 24 FMAs,
 //   inside the 2 loads per cycle of the load ports while the FMAs take 12 cycles.
 // - MR = 12 covers the MoE layer's small m (tokens per expert, e.g. 32 = 12 + 12 + 8) with
-//   full or near-full tiles; partial tiles have their own smaller kernels (below).
+//   full or near-full tiles; partial tiles have their own smaller kernels (driver_tiles.h).
 // Cache blocks:
 // - KC = 192: the B micro-panel KC x NR x 4 B = 24 KiB is half of the 48 KiB L1D of Ice Lake /
 //   Sapphire Rapids (the avx2.c rule); the A micro-panel (9 KiB) streams beside it. On 32 KiB
@@ -200,11 +200,12 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel. C[mr, 16*nv] (+)= Ap[kc][MR] * Bp[kc][NR] for compile-time mr in 1..MR and
-// nv in 1..2 (instantiated below): one register per (row, 16 columns), the p loop innermost,
-// one FMA per accumulator per p. The full 12x32 tile uses 24 accumulators, 2 B registers and
-// a broadcast; the smaller ones exist so a partial tile costs less than a full one and
-// produce bit-identical values, since each accumulator sees the same FMA chain.
-// overwrite = 1 stores the sum, 0 adds it to C.
+// nv in 1..2 (instantiated by driver_tiles.h): one register per (row, 16 columns), the p loop
+// innermost, one FMA per accumulator per p. The full 12x32 tile uses 24 accumulators, 2 B registers
+// and a broadcast; the smaller ones exist so a partial tile costs less than a full one and produce
+// bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1 stores the
+// sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p: packed A (1,
+// MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h).
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.

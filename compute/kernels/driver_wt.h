@@ -20,7 +20,7 @@
 // Bits: each element of C is still one FMA chain over p inside each KC block (kc_block(k)),
 // starting from zero, and the blocks are added in increasing order, first onto C's value when
 // accumulating; fma(w, a, s) and fma(a, w, s) are the same operation. So an element has the
-// same bits whichever path computes it, and choosing the path by m (WT_MAX_M) keeps the
+// same bits whichever path computes it, and choosing the path by m and k (below) keeps the
 // results a function of the inputs alone (position, row split, thread count).
 #ifndef MOED_KERNELS_DRIVER_WT_H
 #define MOED_KERNELS_DRIVER_WT_H
