@@ -50,8 +50,6 @@
 #ifndef MOED_KERNELS_DRIVER_H
 #define MOED_KERNELS_DRIVER_H
 
-#include <string.h>
-
 #include "compute/kernels/kernels.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

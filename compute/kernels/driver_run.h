@@ -93,7 +93,7 @@ static void drv_run(const gemm_args_t* g) {
     if (nthreads <= 1) {
         const kern_pack_t* pk = pack_for(tid0);
         if (wt_applies(g, pk->b_floats))
-            wt_run(g, 1, 0, pk);
+            wt_run(g, 0, g->n, pk);
         else
             gemm_rect(g, 0, g->m, 0, g->panels, pk);
         return;
@@ -105,7 +105,9 @@ static void drv_run(const gemm_args_t* g) {
         int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
         const kern_pack_t* pk = pack_for(tid);
         if (wt_applies(g, pk->b_floats)) { // the weight rows' tiles split among the threads
-            wt_run(g, nt_all, tid, pk);
+            int j0, j1;
+            split(g->n, MR, nt_all, tid, &j0, &j1);
+            wt_run(g, j0, j1, pk);
         } else {
             int mt, nt;
             partition(g, nt_all, &mt, &nt);

@@ -25,6 +25,8 @@
 #ifndef MOED_KERNELS_DRIVER_WT_H
 #define MOED_KERNELS_DRIVER_WT_H
 
+#include <string.h>
+
 // Which products take the path (the ISA files may set their own; paired in-process against the
 // blocked loops, 64 groups with their weights in memory, docs/performance.md):
 // - at most WT_MAX_PANELS panels of A's rows (NR each): the weight tile is read once per
@@ -96,13 +98,11 @@ static void wt_tiles(const gemm_args_t* g, int t0, int t1, const float* at) {
     }
 }
 
-// Part `idx` of `parts` of the product's weight-row tiles, on the thread's pack buffer.
-static void wt_run(const gemm_args_t* g, int parts, int idx, const kern_pack_t* pk) {
-    int tiles = (g->n + MR - 1) / MR, base = tiles / parts, rem = tiles % parts;
-    int t0 = idx * base + MIN(idx, rem), t1 = t0 + base + (idx < rem);
-    if (t0 >= t1) return;
+// Columns [j0, j1) of C (j0 a multiple of MR), on the thread's pack buffer.
+static void wt_run(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk) {
+    if (j0 >= j1) return;
     wt_pack_a(g, pk->b);
-    wt_tiles(g, t0, t1, pk->b);
+    wt_tiles(g, j0 / MR, (j1 + MR - 1) / MR, pk->b);
 }
 
 #endif
