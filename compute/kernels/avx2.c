@@ -252,6 +252,8 @@ const kern_table_t kern_avx2_table = {
     .mc = MC, .kc = KC, .nc = NC,
     .wt_max_m = WT_MAX_M,
     .wt_min_k = WT_MIN_K,
+    .wc_min_m = WC_MIN_M,
+    .wc_max_m = WC_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

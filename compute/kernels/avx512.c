@@ -83,6 +83,12 @@
 #define PF_LOCALITY 2
 
 #define VL 16 // floats per zmm
+// The weight-columns path (driver_wc.h) serves the `nn` products of 25 to 32 rows: from 25 the
+// blocked loops need a third row tile, mostly empty; at 24 and fewer their two tiles are full
+// where the path's lanes are not (paired: 0.89-1.00x the blocked loops at 20-24 rows,
+// 1.03-1.15x at 26-30, 1.16-1.28x at 32).
+#define WC_MIN_M (2 * MR + 1)
+#define WC_MAX_M NR
 
 #include "compute/kernels/driver.h"
 
@@ -420,6 +426,8 @@ const kern_table_t KERN_TABLE = {
     .mc = MC, .kc = KC, .nc = NC,
     .wt_max_m = WT_MAX_M,
     .wt_min_k = WT_MIN_K,
+    .wc_min_m = WC_MIN_M,
+    .wc_max_m = WC_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

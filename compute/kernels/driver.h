@@ -9,7 +9,8 @@
 // tile), which the loops here call. Everything is static: each ISA file gets its own copy,
 // compiled with its instruction set. This file holds the blocked loops and the packing
 // schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_wt.h the
-// weight-rows path of the transposed-weight products of few rows, driver_run.h the thread
+// weight-rows path of the transposed-weight products of few rows, driver_wc.h the
+// weight-columns path of the row-major ones, driver_run.h the thread
 // partition and the table's entry points (all included from here).
 //
 //   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
@@ -37,6 +38,8 @@
 // - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
 // - Or B is a transposed weight (the backward's dA, dX) and m small: no B packing at all, the
 //   weight rows streamed whole in place (driver_wt.h).
+// - Or B is a row-major weight (the forward's up and down) and m about one lane panel (NR):
+//   no B packing either, the weight's columns read in place as broadcasts (driver_wc.h).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
@@ -98,6 +101,10 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
 // and walked along p, into ct [mr][NR] (only its first nr columns computed): the weight-rows
 // path (driver_wt.h).
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
+                          float* ct, int overwrite);
+// The same with column i of the tile at w + i, walked along p by ldw: mr consecutive columns
+// of a row-major weight (the weight-columns path, driver_wc.h).
+static inline void ukr_wc(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite);
 // The weight-rows path's transposed C tile ct [MR][NR] (64-byte aligned): C[i][r] (row stride
 // ldc) at ct[r*NR + i] for rows i < ms <= NR and columns r < mr <= MR. ct_load fills it from
@@ -430,9 +437,10 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
     }
 }
 
+#include "compute/kernels/driver_wc.h"
 #include "compute/kernels/driver_wt.h"
 
-// The thread partition and the table entries, which call both paths.
+// The thread partition and the table entries, which choose among the paths.
 #include "compute/kernels/driver_run.h"
 
 #endif

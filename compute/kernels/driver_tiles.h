@@ -4,10 +4,10 @@
 //       vectors] (+)= A x Bp, row i of A's tile at ap + i*ars, stepped by acs per p
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
-// and define here what driver.h declares: ukr_any (the blocked loops' tiles) and ukr_wt (the
-// weight-rows path's, driver_wt.h). Each is a table of kernels with compile-time rows and
-// vectors, so that a partial tile costs less than a full one; every one runs each element's
-// FMA chain the same way, so an element's bits do not depend on the tile or the path.
+// and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_wt and ukr_wc
+// (the swapped paths', driver_wt.h and driver_wc.h). Each is a table of kernels with compile-time
+// rows and vectors, so that a partial tile costs less than a full one; every one runs each
+// element's FMA chain the same way, so an element's bits do not depend on the tile or the path.
 #ifndef MOED_KERNELS_DRIVER_TILES_H
 #define MOED_KERNELS_DRIVER_TILES_H
 
@@ -22,25 +22,31 @@ typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long 
                               int overwrite, const ukr_pf_t* pf) {                                 \
         ukr_body(M, V, kc, ap, 1, MR, bp, c, ldc, overwrite, pf);                                  \
     }
-// The weight-rows path's tiles: A read in place, row i at w + i*ldw walked along p (the rows
-// of a weight read transposed), the tile written to ct [mr][NR].
+// The swapped paths' tiles: A is a weight read in place, the tile written to ct [mr][NR].
+// The weight-rows path (driver_wt.h) reads row i at w + i*ldw walked along p (a weight read
+// transposed), the weight-columns path (driver_wc.h) column i at w + i walked along p by ldw.
 typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float* ct,
                         int overwrite);
 
-#define UKRW(M, V)                                                                                 \
-    static void ukrw_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,       \
-                               int overwrite) {                                                    \
-        ukr_body(M, V, kc, w, ldw, 1, bp, ct, NR, overwrite, NULL);                                \
+#define UKR_INPLACE(NAME, M, V, ARS, ACS)                                                          \
+    static void NAME##_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,     \
+                                 int overwrite) {                                                  \
+        ukr_body(M, V, kc, w, ARS, ACS, bp, ct, NR, overwrite, NULL);                              \
     }
-#define UKR_ROWS(M) UKR(M, 1) UKR(M, 2) UKRW(M, 1) UKRW(M, 2)
+#define UKR_ROWS(M)                                                                                \
+    UKR(M, 1)                                                                                      \
+    UKR(M, 2) UKR_INPLACE(ukrw, M, 1, ldw, 1) UKR_INPLACE(ukrw, M, 2, ldw, 1)                      \
+        UKR_INPLACE(ukrc, M, 1, 1, ldw) UKR_INPLACE(ukrc, M, 2, 1, ldw)
 #define UKR_ENTRY(M) {0, ukr_##M##x1, ukr_##M##x2},
 #define UKRW_ENTRY(M) {0, ukrw_##M##x1, ukrw_##M##x2},
+#define UKRC_ENTRY(M) {0, ukrc_##M##x1, ukrc_##M##x2},
 
 TILE_ROWS(UKR_ROWS)
 
 // [rows][vectors of columns]
 static const ukr_fn ukr_tab[MR + 1][3] = {{0, 0, 0}, TILE_ROWS(UKR_ENTRY)};
 static const ukrw_fn ukrw_tab[MR + 1][3] = {{0, 0, 0}, TILE_ROWS(UKRW_ENTRY)};
+static const ukrw_fn ukrc_tab[MR + 1][3] = {{0, 0, 0}, TILE_ROWS(UKRC_ENTRY)};
 
 // C[mr, nr] (+)= panels, for any mr <= MR, nr <= NR. Column counts that are not a multiple
 // of VL go through a temporary tile so nothing outside C is read or written.
@@ -64,6 +70,11 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite) {
     ukrw_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite);
+}
+
+static inline void ukr_wc(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
+                          float* ct, int overwrite) {
+    ukrc_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite);
 }
 
 #endif

@@ -62,6 +62,9 @@ typedef struct {
     // a depth k >= wt_min_k, read B in place (compute/kernels/driver_wt.h); wt_max_m = 0:
     // never. The bits are the same either way.
     int wt_max_m, wt_min_k;
+    // nn products (B row-major) of wc_min_m to wc_max_m rows, fused or not, read B in place
+    // (compute/kernels/driver_wc.h); wc_max_m = 0: never. The bits are the same either way.
+    int wc_min_m, wc_max_m;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;
     kern_gemm_swiglu_fn gemm_swiglu;

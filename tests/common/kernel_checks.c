@@ -342,6 +342,71 @@ void kc_check_wt_path(const kern_table_t* t) {
         }
 }
 
+// The nn products (B row-major) of wc_min_m to wc_max_m rows take the weight-columns path
+// (compute/kernels/driver_wc.h), fused or not: computed in row slices that take it (and some
+// that do not), on 1 and 2 threads, they must give the bits of one product too tall for it,
+// which the blocked loops compute. n spans more than one group of the path's tiles (16 x MR
+// columns) and ends in a partial tile; k spans several KC blocks and ends in a short one.
+void kc_check_wc_path(const kern_table_t* t) {
+    if (t->wc_max_m <= 0) return;
+    int lo = t->wc_min_m, hi = t->wc_max_m, m = 2 * hi + 7, n = 17 * t->mr + 5;
+    int k = 2 * t->kc + 40;
+    const int slices[] = {hi, lo, (lo + hi) / 2, lo - 1, hi - 1, 1, hi};
+    const int ns = (int)(sizeof slices / sizeof slices[0]);
+    size_t cn = (size_t)m * n;
+    for (int ta = 0; ta < 2; ta++) {
+        kc_strided_t a = kc_make_operand(m, k, ta, 1, 81 + ta);
+        kc_strided_t b0 = kc_make_operand(k, n, 0, 3, 83);
+        kc_strided_t b1 = kc_make_operand(k, n, 0, 3, 84);
+        float* want[3]; // [m][n] each: C (or H0), H1, out of the blocked loops
+        float* got[3];  // [m][n] each: the same in slices
+        for (int q = 0; q < 3; q++) {
+            want[q] = malloc(cn * sizeof(float));
+            got[q] = malloc(cn * sizeof(float));
+        }
+        for (int fused = 0; fused < 2; fused++)
+            for (int acc = 0; acc < 2 - fused; acc++) {
+                tu_fill_normal(want[0], (long)cn, 85, 1.0f); // C before an accumulating product
+                memcpy(got[0], want[0], cn * sizeof(float));
+                set_threads(1);
+                if (fused)
+                    t->gemm_swiglu(m, n, k, a.buf, a.rs, a.cs, b0.buf, b1.buf, b0.rs, b0.cs, NULL,
+                                   want[0], want[1], want[2], n);
+                else
+                    t->sgemm(m, n, k, a.buf, a.rs, a.cs, b0.buf, b0.rs, b0.cs, want[0], n, acc);
+                for (int i0 = 0, s = 0; i0 < m; s++) {
+                    int rows = slices[s % ns] < m - i0 ? slices[s % ns] : m - i0;
+                    const float* ai = a.buf + i0 * a.rs;
+                    long off = (long)i0 * n;
+                    set_threads(1 + s % 2);
+                    if (fused)
+                        t->gemm_swiglu(rows, n, k, ai, a.rs, a.cs, b0.buf, b1.buf, b0.rs, b0.cs,
+                                       NULL, got[0] + off, got[1] + off, got[2] + off, n);
+                    else
+                        t->sgemm(rows, n, k, ai, a.rs, a.cs, b0.buf, b0.rs, b0.cs, got[0] + off, n,
+                                 acc);
+                    i0 += rows;
+                }
+                set_threads(1);
+                for (int q = 0; q < (fused ? 3 : 1); q++)
+                    for (int i = 0; i < m; i++)
+                        ck_assert_msg(memcmp(got[q] + (long)i * n, want[q] + (long)i * n,
+                                             (size_t)n * sizeof(float)) == 0,
+                                      "%s m=%d n=%d k=%d %cN %s acc=%d: row %d of %s differs "
+                                      "between the weight-columns path and the blocked loops",
+                                      t->name, m, n, k, ta ? 'T' : 'N', fused ? "fused" : "plain",
+                                      acc, i,
+                                      q == 0   ? (fused ? "H0" : "C")
+                                      : q == 1 ? "H1"
+                                               : "out");
+            }
+        for (int q = 0; q < 3; q++) free(want[q]), free(got[q]);
+        free(a.buf);
+        free(b0.buf);
+        free(b1.buf);
+    }
+}
+
 // Called from inside a parallel region, each caller runs single-threaded on its own pack
 // buffers and gets the same bits as a plain call.
 void kc_check_inside_parallel_region(const kern_table_t* t) {
