@@ -38,8 +38,9 @@
 // - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
 // - Or B is a transposed weight (the backward's dA, dX) and m small: no B packing at all, the
 //   weight rows streamed whole in place (driver_wt.h).
-// - Or B is a row-major weight (the forward's up and down) and m about one lane panel (NR):
-//   no B packing either, the weight's columns read in place as broadcasts (driver_wc.h).
+// - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
+//   (avx512: 25-32 rows): no B packing either, the weight's columns read in place as
+//   broadcasts (driver_wc.h).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.

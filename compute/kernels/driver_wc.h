@@ -34,9 +34,10 @@
 
 // Which products take the path: m in [WC_MIN_M, WC_MAX_M], within one lane panel, set by the
 // ISA file (default: never). Paired in-process against the blocked loops (avx512, 64 groups
-// with their weights in memory, docs/performance.md): 17-32 rows gain, 16 and fewer (one
-// vector of lanes: as many broadcasts as FMAs) and 33-64 (a second, partly empty lane panel)
-// do not. avx2's tile has 6 columns (24 B of a row per tile) and lost at every m.
+// with their weights in memory, docs/performance.md): 26-32 rows gain (1.03-1.28x); 24 and
+// fewer lose (0.89-1.00x: the blocked loops' two row tiles are full, the path's lanes are
+// not), and so do 33-64 rows (a second, partly empty lane panel). avx2's tile has 6 columns
+// (24 B of a row per tile) and lost at every m.
 #ifndef WC_MIN_M
 #define WC_MIN_M 0
 #endif
