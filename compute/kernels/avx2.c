@@ -15,6 +15,13 @@
 #define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
 #define VL 8           // floats per ymm
 #define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
+#define RS_MAX_M 8     // nn products of at most 8 rows stream B's rows (driver_rs.h)
+#define VF __m256      // the vector operations driver_rs.h's loop is written with
+#define VF_SET1 _mm256_set1_ps
+#define VF_ZERO _mm256_setzero_ps
+#define VF_LOADU _mm256_loadu_ps
+#define VF_STOREU _mm256_storeu_ps
+#define VF_FMA _mm256_fmadd_ps
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"
@@ -254,6 +261,7 @@ const kern_table_t kern_avx2_table = {
     .wt_min_k = WT_MIN_K,
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
+    .rs_max_m = RS_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -89,6 +89,15 @@
 // 1.03-1.15x at 26-30, 1.16-1.28x at 32).
 #define WC_MIN_M (2 * MR + 1)
 #define WC_MAX_M NR
+// The row-streaming path (driver_rs.h) serves the `nn` products of at most 8 rows; its loop is
+// written with these vector operations.
+#define RS_MAX_M 8
+#define VF simde__m512
+#define VF_SET1 simde_mm512_set1_ps
+#define VF_ZERO simde_mm512_setzero_ps
+#define VF_LOADU simde_mm512_loadu_ps
+#define VF_STOREU simde_mm512_storeu_ps
+#define VF_FMA simde_mm512_fmadd_ps
 
 #include "compute/kernels/driver.h"
 
@@ -428,6 +437,7 @@ const kern_table_t KERN_TABLE = {
     .wt_min_k = WT_MIN_K,
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
+    .rs_max_m = RS_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -10,7 +10,8 @@
 // compiled with its instruction set. This file holds the blocked loops and the packing
 // schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_wt.h the
 // weight-rows path of the transposed-weight products of few rows, driver_wc.h the
-// weight-columns path of the row-major ones, driver_run.h the thread
+// weight-columns path of the row-major ones, driver_rs.h the row-streaming path of the
+// row-major ones of very few rows, driver_run.h the thread
 // partition and the table's entry points (all included from here).
 //
 //   for jc in [0, n) step NC            B block  KC x NC  packed per thread, lives in L3
@@ -41,6 +42,8 @@
 // - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
 //   (avx512: 25-32 rows): no B packing either, the weight's columns read in place as
 //   broadcasts (driver_wc.h).
+// - Or B is a row-major weight and m a few rows (avx512: at most 8): the weight read whole
+//   rows at a time, straight into the FMAs (driver_rs.h).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
@@ -438,6 +441,7 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
     }
 }
 
+#include "compute/kernels/driver_rs.h"
 #include "compute/kernels/driver_wc.h"
 #include "compute/kernels/driver_wt.h"
 

@@ -80,13 +80,14 @@ static const kern_pack_t* pack_for(int tid) {
 // Below this many multiply-adds a parallel region costs more than it saves.
 #define PARALLEL_MIN_MACS (1L << 18)
 
-// The swapped path that serves the product (driver_wt.h, driver_wc.h), or NULL: the blocked
-// loops. Either path gives the same bits; the swapped ones split C's columns among threads in
-// whole tiles of MR.
-typedef void (*swapped_fn)(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk);
-static swapped_fn swapped_path(const gemm_args_t* g, const kern_pack_t* pk) {
+// The small-m path that serves the product (driver_wt.h, driver_wc.h, driver_rs.h), or NULL:
+// the blocked loops. Every path gives the same bits; the small-m ones split C's columns among
+// threads in whole tiles of MR.
+typedef void (*path_fn)(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk);
+static path_fn small_m_path(const gemm_args_t* g, const kern_pack_t* pk) {
     if (wt_applies(g, pk->b_floats)) return wt_run;
     if (wc_applies(g, pk->b_floats)) return wc_run;
+    if (rs_applies(g)) return rs_run;
     return NULL;
 }
 
@@ -102,7 +103,7 @@ static void drv_run(const gemm_args_t* g) {
 #endif
     if (nthreads <= 1) {
         const kern_pack_t* pk = pack_for(tid0);
-        swapped_fn sw = swapped_path(g, pk);
+        path_fn sw = small_m_path(g, pk);
         if (sw)
             sw(g, 0, g->n, pk);
         else
@@ -115,7 +116,7 @@ static void drv_run(const gemm_args_t* g) {
         // The team may be smaller than asked for; partition by what we got.
         int nt_all = omp_get_num_threads(), tid = omp_get_thread_num();
         const kern_pack_t* pk = pack_for(tid);
-        swapped_fn sw = swapped_path(g, pk);
+        path_fn sw = small_m_path(g, pk);
         if (sw) {
             int j0, j1;
             split(g->n, MR, nt_all, tid, &j0, &j1);

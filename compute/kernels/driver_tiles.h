@@ -33,10 +33,9 @@ typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float
                                  int overwrite) {                                                  \
         ukr_body(M, V, kc, w, ARS, ACS, bp, ct, NR, overwrite, NULL);                              \
     }
-#define UKR_ROWS(M)                                                                                \
-    UKR(M, 1)                                                                                      \
-    UKR(M, 2) UKR_INPLACE(ukrw, M, 1, ldw, 1) UKR_INPLACE(ukrw, M, 2, ldw, 1)                      \
-        UKR_INPLACE(ukrc, M, 1, 1, ldw) UKR_INPLACE(ukrc, M, 2, 1, ldw)
+#define UKRW(M, V) UKR_INPLACE(ukrw, M, V, ldw, 1)
+#define UKRC(M, V) UKR_INPLACE(ukrc, M, V, 1, ldw)
+#define UKR_ROWS(M) UKR(M, 1) UKR(M, 2) UKRW(M, 1) UKRW(M, 2) UKRC(M, 1) UKRC(M, 2)
 #define UKR_ENTRY(M) {0, ukr_##M##x1, ukr_##M##x2},
 #define UKRW_ENTRY(M) {0, ukrw_##M##x1, ukrw_##M##x2},
 #define UKRC_ENTRY(M) {0, ukrc_##M##x1, ukrc_##M##x2},

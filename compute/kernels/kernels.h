@@ -65,6 +65,9 @@ typedef struct {
     // nn products (B row-major) of wc_min_m to wc_max_m rows, fused or not, read B in place
     // (compute/kernels/driver_wc.h); wc_max_m = 0: never. The bits are the same either way.
     int wc_min_m, wc_max_m;
+    // nn products of at most rs_max_m rows, fused or not, stream B's rows whole
+    // (compute/kernels/driver_rs.h); 0: never. The bits are the same either way.
+    int rs_max_m;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;
     kern_gemm_swiglu_fn gemm_swiglu;

@@ -342,23 +342,19 @@ void kc_check_wt_path(const kern_table_t* t) {
         }
 }
 
-// The nn products (B row-major) of wc_min_m to wc_max_m rows take the weight-columns path
-// (compute/kernels/driver_wc.h), fused or not: computed in row slices that take it (and some
-// that do not), on 1 and 2 threads, they must give the bits of one product too tall for it,
-// which the blocked loops compute. n spans more than one group of the path's tiles (16 x MR
-// columns) and ends in a partial tile; k spans several KC blocks and ends in a short one.
-void kc_check_wc_path(const kern_table_t* t) {
-    if (t->wc_max_m <= 0) return;
-    int lo = t->wc_min_m, hi = t->wc_max_m, m = 2 * hi + 7, n = 17 * t->mr + 5;
-    int k = 2 * t->kc + 40;
-    const int slices[] = {hi, lo, (lo + hi) / 2, lo - 1, hi - 1, 1, hi};
-    const int ns = (int)(sizeof slices / sizeof slices[0]);
+// An nn product (B row-major) of m rows, plain (both accumulate modes) and fused, with A in
+// both layouts, computed whole on one thread and again in row slices of slices[] (cycled) on
+// 1 and 2 threads: every row of C (H0, H1, out) must have the same bits. With m too tall for a
+// small-m path and slices that take it (and some that do not), this holds the path to the
+// blocked loops' bits.
+static void nn_slices_match(const kern_table_t* t, int m, int n, int k, const int* slices, int ns,
+                            const char* path) {
     size_t cn = (size_t)m * n;
     for (int ta = 0; ta < 2; ta++) {
         kc_strided_t a = kc_make_operand(m, k, ta, 1, 81 + ta);
         kc_strided_t b0 = kc_make_operand(k, n, 0, 3, 83);
         kc_strided_t b1 = kc_make_operand(k, n, 0, 3, 84);
-        float* want[3]; // [m][n] each: C (or H0), H1, out of the blocked loops
+        float* want[3]; // [m][n] each: C (or H0), H1, out computed whole
         float* got[3];  // [m][n] each: the same in slices
         for (int q = 0; q < 3; q++) {
             want[q] = malloc(cn * sizeof(float));
@@ -388,23 +384,43 @@ void kc_check_wc_path(const kern_table_t* t) {
                     i0 += rows;
                 }
                 set_threads(1);
+                const char* what[3] = {fused ? "H0" : "C", "H1", "out"};
                 for (int q = 0; q < (fused ? 3 : 1); q++)
                     for (int i = 0; i < m; i++)
                         ck_assert_msg(memcmp(got[q] + (long)i * n, want[q] + (long)i * n,
                                              (size_t)n * sizeof(float)) == 0,
                                       "%s m=%d n=%d k=%d %cN %s acc=%d: row %d of %s differs "
-                                      "between the weight-columns path and the blocked loops",
+                                      "between the %s and the blocked loops",
                                       t->name, m, n, k, ta ? 'T' : 'N', fused ? "fused" : "plain",
-                                      acc, i,
-                                      q == 0   ? (fused ? "H0" : "C")
-                                      : q == 1 ? "H1"
-                                               : "out");
+                                      acc, i, what[q], path);
             }
         for (int q = 0; q < 3; q++) free(want[q]), free(got[q]);
         free(a.buf);
         free(b0.buf);
         free(b1.buf);
     }
+}
+
+// The weight-columns path (compute/kernels/driver_wc.h), wc_min_m to wc_max_m rows. n spans
+// more than one group of the path's tiles (16 x MR columns) and ends in a partial tile; k
+// spans several KC blocks and ends in a short one.
+void kc_check_wc_path(const kern_table_t* t) {
+    if (t->wc_max_m <= 0) return;
+    int lo = t->wc_min_m, hi = t->wc_max_m;
+    const int slices[] = {hi, lo, (lo + hi) / 2, lo - 1, hi - 1, 1, hi};
+    nn_slices_match(t, 2 * hi + 7, 17 * t->mr + 5, 2 * t->kc + 40, slices,
+                    (int)(sizeof slices / sizeof slices[0]), "weight-columns path");
+}
+
+// The row-streaming path (compute/kernels/driver_rs.h), at most rs_max_m rows. n spans more
+// than one chunk of its columns (1024) and ends in a partial vector; k spans several KC blocks
+// and ends in a step of fewer than its 8 rows.
+void kc_check_rs_path(const kern_table_t* t) {
+    if (t->rs_max_m <= 0) return;
+    int hi = t->rs_max_m;
+    const int slices[] = {hi, 1, hi - 1, hi + 1, 3, hi};
+    nn_slices_match(t, 2 * hi + 7, 1024 + 37, 2 * t->kc + 43, slices,
+                    (int)(sizeof slices / sizeof slices[0]), "row-streaming path");
 }
 
 // Called from inside a parallel region, each caller runs single-threaded on its own pack

@@ -52,6 +52,8 @@ void kc_check_wt_path(const kern_table_t* t);
 // nn products, fused or not, of wc_min_m to wc_max_m rows (the weight-columns path) give the
 // bits of the blocked loops, which other row counts take.
 void kc_check_wc_path(const kern_table_t* t);
+// The same for nn products of at most rs_max_m rows (the row-streaming path).
+void kc_check_rs_path(const kern_table_t* t);
 // Calls from inside a parallel region: each on its own pack buffers, same bits.
 void kc_check_inside_parallel_region(const kern_table_t* t);
 
