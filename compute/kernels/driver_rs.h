@@ -6,11 +6,11 @@
 // weight's stream from memory. The blocked loops pull it at 10-11 GB/s (runs of 256 B from
 // each row, packed, then read once by one row tile), where the core streams whole rows at
 // 24-32 GB/s. Here the weight is read a block of RS_ROWS rows at a time, each row in runs of
-// RS_CW floats (4 KiB on avx512, mostly whole rows), straight into the FMAs:
+// RS_CW floats (4 KiB, the whole row when n <= RS_CW), straight into the FMAs:
 //   C[i][j .. j + VL) += A[i][p .. p + RS_ROWS) · W[p .. p + RS_ROWS)[j .. j + VL)
 // for every row i of the group, while the next rows are prefetched. The sums of a column chunk
 // (m x RS_CW floats, at most 64 KiB fused) stay in L1/L2; the block of rows is read from memory
-// once and from L1 for the group's other rows.
+// once, and from cache for the group's other rows.
 //
 // Bits: each element's FMA chain is the blocked loops' (driver.h): over p in order inside each
 // KC block (kc_block(k)), starting from zero; the first block is written straight to C (or
