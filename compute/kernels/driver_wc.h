@@ -60,6 +60,12 @@ static int wc_applies(const gemm_args_t* g, size_t b_floats) {
            (size_t)g->k * NR <= b_floats;
 }
 
+// Columns of tile t (MR, or fewer at C's right edge), and where its half h waits in ct.
+static inline int wc_cols(const gemm_args_t* g, int t) { return MIN(MR, g->n - t * MR); }
+static inline float* wc_ct(const gemm_args_t* g, float* ct, int slot, int h) {
+    return ct + ((long)slot * g->halves + h) * MR * NR;
+}
+
 // Tiles [t0, t1) of MR columns (columns [t0*MR, t1*MR) of C, of H0 and H1 when fused), with A
 // packed in `at` and the group's C tiles in `ct`.
 static void wc_tiles(const gemm_args_t* g, int t0, int t1, const float* at, float* ct) {
@@ -71,18 +77,16 @@ static void wc_tiles(const gemm_args_t* g, int t0, int t1, const float* at, floa
         int te = MIN(t1, tg + WC_GROUP);
         if (g->accumulate) // never fused
             for (int t = tg; t < te; t++)
-                ct_load(ms, MIN(MR, g->n - t * MR), ct + (long)(t - tg) * MR * NR, g->c[0] + t * MR,
-                        ldc);
+                ct_load(ms, wc_cols(g, t), wc_ct(g, ct, t - tg, 0), g->c[0] + t * MR, ldc);
         for (int pc = 0; pc < g->k; pc += kb)
             for (int t = tg; t < te; t++)
                 for (int h = 0; h < H; h++)
-                    ukr_wc(MIN(MR, g->n - t * MR), ms, MIN(kb, g->k - pc),
-                           g->b[h] + (long)pc * ldw + t * MR, ldw, at + (long)pc * NR,
-                           ct + ((long)(t - tg) * H + h) * MR * NR, pc == 0 && !g->accumulate);
+                    ukr_wc(wc_cols(g, t), ms, MIN(kb, g->k - pc), g->b[h] + (long)pc * ldw + t * MR,
+                           ldw, at + (long)pc * NR, wc_ct(g, ct, t - tg, h),
+                           pc == 0 && !g->accumulate);
         for (int t = tg; t < te; t++)
             for (int h = 0; h < H; h++)
-                ct_store(ms, MIN(MR, g->n - t * MR), ct + ((long)(t - tg) * H + h) * MR * NR,
-                         g->c[h] + t * MR, ldc);
+                ct_store(ms, wc_cols(g, t), wc_ct(g, ct, t - tg, h), g->c[h] + t * MR, ldc);
         if (H == 2) {
             long j0 = (long)tg * MR;
             swiglu_tile(ms, MIN(g->n, te * MR) - (int)j0, g->c[0] + j0, g->c[1] + j0, g->out + j0,
