@@ -101,6 +101,10 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // or written. overwrite = 1 stores the sum, 0 adds it to C.
 static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
                            long ldc, int overwrite, const ukr_pf_t* pf);
+// Full MR x NR tiles across np full panels of a packed B block (panel j at bp + j*NR*kc),
+// C[MR, np*NR] (+)= Ap * panels, each tile as ukr_any would compute it.
+static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
+                    int overwrite, const ukr_pf_t* pf);
 // The same tile with A read in place from mr rows of a row-major weight, row i at w + i*ldw
 // and walked along p, into ct [mr][NR] (only its first nr columns computed): the weight-rows
 // path (driver_wt.h).
@@ -381,8 +385,14 @@ static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
         for (int j = 0; j < blk->np; j++) pack_panel(g, blk, j, 0, blk->kc);
     ukr_pf_t pf = {{NULL, blk->next_a}, {0, a_share(blk)}};
     for (int t = 0, tiles = (blk->mc + MR - 1) / MR; t < tiles; t++) {
-        int ir, mr = tile_rows(blk->mc, t, &ir);
-        for (int j = 0; j < blk->np; j++) {
+        int ir, mr = tile_rows(blk->mc, t, &ir), j = 0;
+        if (mr == MR && g->halves == 1 && !blk->ring) { // full tiles in one call (ukr_row)
+            j = full_end(g, blk, 0, blk->np);
+            ukr_row(blk->kc, blk->abuf + (long)t * MR * blk->kc, panel_buf(blk, 0), j,
+                    g->c[0] + (long)(blk->ic + ir) * g->ldc + (long)blk->qb * NR, g->ldc,
+                    blk->overwrite, &pf);
+        }
+        for (; j < blk->np; j++) {
             tile(g, blk, t, j, &pf);
             epilogue(g, blk, ir, mr, j);
         }

@@ -4,7 +4,8 @@
 //       vectors] (+)= A x Bp, row i of A's tile at ap + i*ars, stepped by acs per p
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
-// and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_wt and ukr_wc
+// and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_row (a row of
+// them), ukr_wt and ukr_wc
 // (the swapped paths', driver_wt.h and driver_wc.h). Each is a table of kernels with compile-time
 // rows and vectors, so that a partial tile costs less than a full one; every one runs each
 // element's FMA chain the same way, so an element's bits do not depend on the tile or the path.
@@ -64,6 +65,17 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
             // Same single rounding as the vector path: C + sum.
             *cij = overwrite ? tile[i * NR + j] : *cij + tile[i * NR + j];
         }
+}
+
+// Full tiles of MR rows across np full panels (consecutive in the packed B block, panel j at
+// bp + j*NR*kc), C's columns in order: the short blocks' walk along C's rows (driver.h,
+// short_pass). One call for the row instead of one per tile through ukr_any: a tile of a
+// short block is only kc = 32-63 k steps, so the per-call work (the table lookup, the
+// prefetch schedule) was a tenth of it.
+static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
+                    int overwrite, const ukr_pf_t* pf) {
+    for (int j = 0; j < np; j++, bp += (long)NR * kc, c += NR)
+        ukr_body(MR, 2, kc, ap, 1, MR, bp, c, ldc, overwrite, pf);
 }
 
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
