@@ -15,7 +15,9 @@
 #define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
 #define VL 8           // floats per ymm
 #define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
-#define RS_MAX_M 8     // nn products of at most 8 rows stream B's rows (driver_rs.h)
+#define RS_MAX_M 12    // nn products of at most 12 rows stream B's rows (driver_rs.h),
+#define RS_ROWS 3      // 3 weight rows at a time, 4 rows of A per pass: each weight vector feeds
+#define RS_MA 4        // 4 FMAs (12 broadcasts + 4 sums + 1 weight vector: the 16 ymm, and one)
 #define VF __m256      // the vector operations driver_rs.h's loop is written with
 #define VF_SET1 _mm256_set1_ps
 #define VF_ZERO _mm256_setzero_ps

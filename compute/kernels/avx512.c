@@ -89,9 +89,14 @@
 // 1.03-1.15x at 26-30, 1.16-1.28x at 32).
 #define WC_MIN_M (2 * MR + 1)
 #define WC_MAX_M NR
-// The row-streaming path (driver_rs.h) serves the `nn` products of at most 8 rows; its loop is
-// written with these vector operations.
-#define RS_MAX_M 8
+// The row-streaming path (driver_rs.h) serves the `nn` products of at most 13 rows, 4 rows of A
+// per pass over 6 weight rows (24 broadcasts, 4 sums and a weight vector in the 32 zmm): each
+// weight vector feeds 4 FMAs. Paired against a row per pass over 8 weight rows (up to 8 rows)
+// and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x; at
+// 14 the blocked loops win (0.92-1.00x). Its loop is written with these vector operations.
+#define RS_MAX_M 13
+#define RS_ROWS 6
+#define RS_MA 4
 #define VF simde__m512
 #define VF_SET1 simde_mm512_set1_ps
 #define VF_ZERO simde_mm512_setzero_ps

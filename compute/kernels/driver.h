@@ -42,8 +42,8 @@
 // - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
 //   (avx512: 25-32 rows): no B packing either, the weight's columns read in place as
 //   broadcasts (driver_wc.h).
-// - Or B is a row-major weight and m a few rows (at most 8, both ISAs): the weight read in
-//   long runs of 8 rows at a time, straight into the FMAs (driver_rs.h).
+// - Or B is a row-major weight and m a few rows (avx512 at most 13, avx2 12): the weight read
+//   in long runs, a few rows at a time, straight into the FMAs (driver_rs.h).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.

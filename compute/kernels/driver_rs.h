@@ -8,9 +8,10 @@
 // 24-32 GB/s. Here the weight is read a block of RS_ROWS rows at a time, each row in runs of
 // RS_CW floats (4 KiB, the whole row when n <= RS_CW), straight into the FMAs:
 //   C[i][j .. j + VL) += A[i][p .. p + RS_ROWS) · W[p .. p + RS_ROWS)[j .. j + VL)
-// for every row i of the group, while the next rows are prefetched. The sums of a column chunk
-// (m x RS_CW floats, at most 64 KiB fused) stay in L1/L2; the block of rows is read from memory
-// once, and from cache for the group's other rows.
+// for the rows i of the group, RS_MA of them per pass (each weight vector loaded once for
+// RS_MA sums), while the next rows are prefetched. The sums of a column chunk (m x RS_CW
+// floats, at most 112 KiB fused) stay in L1/L2; the block of rows is read from memory once,
+// and from cache for the group's later passes.
 //
 // Bits: each element's FMA chain is the blocked loops' (driver.h): over p in order inside each
 // KC block (kc_block(k)), starting from zero; the first block is written straight to C (or
@@ -29,53 +30,91 @@
 #ifndef RS_ROWS
 #define RS_ROWS 8 // weight rows per step: their FMA chains run back to back on each sum
 #endif
+#ifndef RS_MA
+#define RS_MA 1 // rows of A per pass over a step's weight rows: each weight vector feeds RS_MA sums
+#endif
 #ifndef RS_CW
 #define RS_CW 1024 // columns per chunk: the chunk's sums stay in cache across the whole depth
 #endif
 
-_Static_assert(RS_ROWS >= 1, "rs_step takes RS_ROWS rows of the weight at a time");
+_Static_assert(RS_ROWS >= 1 && RS_MA >= 1 && RS_MA <= 4, "rs_step's row and pass blocking");
 _Static_assert((long)2 * RS_MAX_M * RS_CW <= (long)(MC + MR) * KC,
                "the fused pair's block sums fit the A pack buffer");
 
-// One step: for rows i < m and columns j < nc of the sums s (row stride lds),
+// One pass: for rows i < ma of A and columns j < nc of the sums s (row stride lds),
 // s[i][j] = fma(A[i][r], W[r][j], s[i][j]) for r = 0 .. rows - 1 in order, from zero when
-// `first`; A[i][r] at a[i*rsa + r*csa], W[r][j] at w[r*ldw + j]. Each row of A keeps its
-// `rows` broadcasts in registers while the weight rows stream through a vector of columns at a
-// time, each sum's chain run back to back (the other rows' sums are independent work for the
-// FMA latency). The `next` rows after these (0 to RS_ROWS) are prefetched, a line per row
-// per 16 columns, during the first row's pass. Columns past the last vector go one by one:
-// fmaf is the same fused operation as a vector lane's. VF and its operations are the ISA
-// file's (a vector of VL floats).
-static inline __attribute__((always_inline)) void rs_body(int m, int nc, int rows, int next,
+// `first`; A[i][r] at a[i*rsa + r*csa], W[r][j] at w[r*ldw + j]. The ma x rows broadcasts of
+// A stay in registers while the weight rows stream through a vector of columns at a time, each
+// weight vector loaded once for the ma sums (whose chains are independent work for the FMA
+// latency). The `next` rows after these (0 to RS_ROWS) are prefetched, a line per row per 16
+// columns. Columns past the last vector go one by one: fmaf is the same fused operation as a
+// vector lane's. VF and its operations are the ISA file's (a vector of VL floats).
+static inline __attribute__((always_inline)) void rs_body(int ma, int nc, int rows, int next,
                                                           const float* a, long rsa, long csa,
                                                           const float* w, long ldw, float* s,
                                                           long lds, int first) {
     int nv = nc / VL * VL;
-    for (int i = 0; i < m; i++) {
-        VF b[RS_ROWS];
-        for (int r = 0; r < rows; r++) b[r] = VF_SET1(a[i * rsa + r * csa]);
-        float* si = s + i * lds;
-        for (int j = 0; j < nv; j += VL) {
-            if (i == 0 && j % 16 == 0)
-                for (int r = 0; r < next; r++) __builtin_prefetch(w + (rows + r) * ldw + j, 0, 3);
-            VF v = first ? VF_ZERO() : VF_LOADU(si + j);
-            for (int r = 0; r < rows; r++) v = VF_FMA(b[r], VF_LOADU(w + r * ldw + j), v);
-            VF_STOREU(si + j, v);
+    VF b[RS_MA][RS_ROWS];
+    for (int i = 0; i < ma; i++)
+        for (int r = 0; r < rows; r++) b[i][r] = VF_SET1(a[i * rsa + r * csa]);
+    for (int j = 0; j < nv; j += VL) {
+        if (j % 16 == 0)
+            for (int r = 0; r < next; r++) __builtin_prefetch(w + (rows + r) * ldw + j, 0, 3);
+        VF v[RS_MA];
+        for (int i = 0; i < ma; i++) v[i] = first ? VF_ZERO() : VF_LOADU(s + i * lds + j);
+        for (int r = 0; r < rows; r++) {
+            VF wr = VF_LOADU(w + r * ldw + j);
+            for (int i = 0; i < ma; i++) v[i] = VF_FMA(b[i][r], wr, v[i]);
         }
-        for (int j = nv; j < nc; j++) {
-            float v = first ? 0.0f : si[j];
-            for (int r = 0; r < rows; r++) v = fmaf(a[i * rsa + r * csa], w[r * ldw + j], v);
-            si[j] = v;
-        }
+        for (int i = 0; i < ma; i++) VF_STOREU(s + i * lds + j, v[i]);
     }
+    for (int i = 0; i < ma; i++)
+        for (int j = nv; j < nc; j++) {
+            float v = first ? 0.0f : s[i * lds + j];
+            for (int r = 0; r < rows; r++) v = fmaf(a[i * rsa + r * csa], w[r * ldw + j], v);
+            s[i * lds + j] = v;
+        }
 }
 
+// A pass with compile-time ma and, in the common case, rows (the loops unrolled).
+#define RS_PASS(MA)                                                                                \
+    static void rs_pass_##MA(int nc, int rows, int next, const float* a, long rsa, long csa,       \
+                             const float* w, long ldw, float* s, long lds, int first) {            \
+        if (rows == RS_ROWS)                                                                       \
+            rs_body(MA, nc, RS_ROWS, next, a, rsa, csa, w, ldw, s, lds, first);                    \
+        else                                                                                       \
+            rs_body(MA, nc, rows, next, a, rsa, csa, w, ldw, s, lds, first);                       \
+    }
+RS_PASS(1)
+#if RS_MA >= 2
+RS_PASS(2)
+#endif
+#if RS_MA >= 3
+RS_PASS(3)
+#endif
+#if RS_MA >= 4
+RS_PASS(4)
+#endif
+
+// One step of `rows` weight rows for all m rows of A, RS_MA rows per pass; the first pass
+// prefetches the next rows (it reads these ones from memory, the others from cache).
 static void rs_step(int m, int nc, int rows, int next, const float* a, long rsa, long csa,
                     const float* w, long ldw, float* s, long lds, int first) {
-    if (rows == RS_ROWS) // the common case, with the row loops unrolled
-        rs_body(m, nc, RS_ROWS, next, a, rsa, csa, w, ldw, s, lds, first);
-    else
-        rs_body(m, nc, rows, next, a, rsa, csa, w, ldw, s, lds, first);
+    for (int i = 0; i < m; i += RS_MA, next = 0) {
+        int ma = MIN(RS_MA, m - i);
+        const float* ai = a + i * rsa;
+        float* si = s + i * lds;
+#if RS_MA >= 4
+        if (ma == 4) rs_pass_4(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
+#endif
+#if RS_MA >= 3
+        if (ma == 3) rs_pass_3(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
+#endif
+#if RS_MA >= 2
+        if (ma == 2) rs_pass_2(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
+#endif
+        if (ma == 1) rs_pass_1(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
+    }
 }
 
 // Whether the product takes this path: B row-major (a weight, or the fused pair), not
