@@ -15,6 +15,7 @@
 #define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
 #define VL 8           // floats per ymm
 #define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
+#define BIP_MAX_M MC   // a first pass of up to MC rows may read B in place (driver.h, bip_pass)
 #define RS_MAX_M 12    // nn products of at most 12 rows stream B's rows (driver_rs.h),
 #define RS_ROWS 3      // 3 weight rows at a time, 4 rows of A per pass: each weight vector feeds
 #define RS_MA 4        // 4 FMAs (12 broadcasts + 4 sums + 1 weight vector: the 16 ymm, and one)
@@ -143,14 +144,15 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // produce bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1
 // stores the sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p:
 // packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
-// driver_wt.h).
+// driver_wt.h). B's row p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in
+// place (its row stride; bip_pass in driver.h).
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
 static inline __attribute__((always_inline)) void
 ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const float* bp) {
-    __m256 b0 = _mm256_load_ps(bp);
-    __m256 b1 = nv > 1 ? _mm256_load_ps(bp + 8) : b0;
+    __m256 b0 = _mm256_loadu_ps(bp); // unaligned: B may be a weight read in place (bip_pass)
+    __m256 b1 = nv > 1 ? _mm256_loadu_ps(bp + 8) : b0;
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
         __m256 ai = _mm256_broadcast_ss(ap + i * ars);
@@ -159,9 +161,11 @@ ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const flo
     }
 }
 
-static inline __attribute__((always_inline)) void
-ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
-         const float* restrict bp, float* c, long ldc, int overwrite, const ukr_pf_t* pf) {
+static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int kc,
+                                                           const float* restrict ap, long ars,
+                                                           long acs, const float* restrict bp,
+                                                           long bsr, float* c, long ldc,
+                                                           int overwrite, const ukr_pf_t* pf) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
@@ -178,12 +182,12 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
             // Unrolled: the loop's own add/compare/branch per k step measured 1-10% of the
             // large products on a shared core (avx2), most when a neighbour loads the core.
 #pragma GCC unroll 4
-            for (int j = 0; j < gap; j++, p++, ap += acs, bp += NR)
+            for (int j = 0; j < gap; j++, p++, ap += acs, bp += bsr)
                 ukr_step(mr, nv, acc, ap, ars, bp);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += acs, bp += NR) ukr_step(mr, nv, acc, ap, ars, bp);
+    for (; p < kc; p++, ap += acs, bp += bsr) ukr_step(mr, nv, acc, ap, ars, bp);
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2
@@ -264,6 +268,7 @@ const kern_table_t kern_avx2_table = {
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
     .rs_max_m = RS_MAX_M,
+    .bip_max_m = BIP_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

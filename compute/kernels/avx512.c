@@ -225,7 +225,8 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // and a broadcast; the smaller ones exist so a partial tile costs less than a full one and produce
 // bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1 stores the
 // sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p: packed A (1,
-// MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h).
+// MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h). B's row
+// p is at bp + p*bsr, always a packed panel here (NR: bip_pass is avx2's; the loads are aligned).
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
@@ -241,9 +242,11 @@ ukr_step(int mr, int nv, simde__m512 acc[MR][2], const float* ap, long ars, cons
     }
 }
 
-static inline __attribute__((always_inline)) void
-ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
-         const float* restrict bp, float* c, long ldc, int overwrite, const ukr_pf_t* pf) {
+static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int kc,
+                                                           const float* restrict ap, long ars,
+                                                           long acs, const float* restrict bp,
+                                                           long bsr, float* c, long ldc,
+                                                           int overwrite, const ukr_pf_t* pf) {
     simde__m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
@@ -260,12 +263,12 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
             // Unrolled as in avx2.c, where the loop's own add/compare/branch per k step cost
             // 1-10% of the large products (not measured on AVX-512).
 #pragma GCC unroll 4
-            for (int j = 0; j < gap; j++, p++, ap += acs, bp += NR)
+            for (int j = 0; j < gap; j++, p++, ap += acs, bp += bsr)
                 ukr_step(mr, nv, acc, ap, ars, bp);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += acs, bp += NR) ukr_step(mr, nv, acc, ap, ars, bp);
+    for (; p < kc; p++, ap += acs, bp += bsr) ukr_step(mr, nv, acc, ap, ars, bp);
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2
@@ -443,6 +446,7 @@ const kern_table_t KERN_TABLE = {
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
     .rs_max_m = RS_MAX_M,
+    .bip_max_m = BIP_MAX_M,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

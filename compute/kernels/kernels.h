@@ -68,6 +68,10 @@ typedef struct {
     // nn products of at most rs_max_m rows, fused or not, stream B's rows whole
     // (compute/kernels/driver_rs.h); 0: never. The bits are the same either way.
     int rs_max_m;
+    // nn products whose first pass has at most bip_max_m rows (and all of them in one MC block)
+    // read B in place when its row stride is not a multiple of 512 floats (driver.h, bip_pass);
+    // 0: never. The bits are the same either way.
+    int bip_max_m;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;
     kern_gemm_swiglu_fn gemm_swiglu;

@@ -412,6 +412,18 @@ void kc_check_wc_path(const kern_table_t* t) {
                     (int)(sizeof slices / sizeof slices[0]), "weight-columns path");
 }
 
+// The first pass on B in place (compute/kernels/driver.h, bip_pass): products of at most
+// bip_max_m rows whose weight's row stride (here n + 3) is not a multiple of 512 floats; the
+// whole product (more than MC rows) takes the packed loops. n spans several panels and ends in
+// a partial one (packed); k spans several KC blocks and ends in a short one.
+void kc_check_bip_path(const kern_table_t* t) {
+    if (t->bip_max_m <= 0) return;
+    int hi = t->bip_max_m < t->mc ? t->bip_max_m : t->mc;
+    const int slices[] = {hi, 2 * t->mr + 1, hi + 1, 40, 1, hi - 1};
+    nn_slices_match(t, 2 * hi + 9, 5 * t->nr + 7, 2 * t->kc + 40, slices,
+                    (int)(sizeof slices / sizeof slices[0]), "in-place first pass");
+}
+
 // The row-streaming path (compute/kernels/driver_rs.h), at most rs_max_m rows. n spans more
 // than one chunk of its columns (1024) and ends in a partial vector; k spans several KC blocks
 // and ends in a step of fewer than its RS_ROWS weight rows (6 or 8); the row slices leave
