@@ -95,6 +95,11 @@
 // and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x; at
 // 14 the blocked loops win (0.92-1.00x). Its loop is written with these vector operations.
 #define RS_MAX_M 13
+// A first pass of up to 192 rows may read a row-major weight in place (driver.h, bip_pass):
+// paired against the packed first pass at n = 2816 (fused) and 1000, 16 rows 1.26-1.32x, 24
+// rows 1.21-1.28x, 48 rows 1.09-1.12x, 96 rows 1.06-1.08x, 192 rows 1.05-1.06x; 288 and 384
+// rows 0.97-1.05x.
+#define BIP_MAX_M 192
 #define RS_ROWS 6
 #define RS_MA 4
 #define VF simde__m512
@@ -226,14 +231,15 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1 stores the
 // sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p: packed A (1,
 // MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h). B's row
-// p is at bp + p*bsr, always a packed panel here (NR: bip_pass is avx2's; the loads are aligned).
+// p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in place (its row stride;
+// bip_pass in driver.h).
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
 static inline __attribute__((always_inline)) void
 ukr_step(int mr, int nv, simde__m512 acc[MR][2], const float* ap, long ars, const float* bp) {
-    simde__m512 b0 = simde_mm512_load_ps(bp);
-    simde__m512 b1 = nv > 1 ? simde_mm512_load_ps(bp + VL) : b0;
+    simde__m512 b0 = simde_mm512_loadu_ps(bp); // unaligned: B may be a weight read in place
+    simde__m512 b1 = nv > 1 ? simde_mm512_loadu_ps(bp + VL) : b0;
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         simde__m512 ai = simde_mm512_set1_ps(ap[i * ars]);
