@@ -89,17 +89,17 @@
 // 1.03-1.15x at 26-30, 1.16-1.28x at 32).
 #define WC_MIN_M (2 * MR + 1)
 #define WC_MAX_M NR
+// A first pass of up to 192 rows may read a row-major weight in place (driver.h, bip_pass):
+// paired against the packed first pass at n = 2816 (fused) and 1000, 16 rows 1.26-1.32x, 24
+// rows 1.21-1.28x, 48 rows 1.09-1.12x, 96 rows 1.06-1.08x, 192 rows 1.05-1.06x; 288 and 384
+// rows 0.97-1.05x.
+#define BIP_MAX_M 192
 // The row-streaming path (driver_rs.h) serves the `nn` products of at most 13 rows, 4 rows of A
 // per pass over 6 weight rows (24 broadcasts, 4 sums and a weight vector in the 32 zmm): each
 // weight vector feeds 4 FMAs. Paired against a row per pass over 8 weight rows (up to 8 rows)
 // and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x; at
 // 14 the blocked loops win (0.92-1.00x). Its loop is written with these vector operations.
 #define RS_MAX_M 13
-// A first pass of up to 192 rows may read a row-major weight in place (driver.h, bip_pass):
-// paired against the packed first pass at n = 2816 (fused) and 1000, 16 rows 1.26-1.32x, 24
-// rows 1.21-1.28x, 48 rows 1.09-1.12x, 96 rows 1.06-1.08x, 192 rows 1.05-1.06x; 288 and 384
-// rows 0.97-1.05x.
-#define BIP_MAX_M 192
 #define RS_ROWS 6
 #define RS_MA 4
 #define VF simde__m512

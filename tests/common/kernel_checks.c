@@ -426,8 +426,8 @@ void kc_check_bip_path(const kern_table_t* t) {
 
 // The row-streaming path (compute/kernels/driver_rs.h), at most rs_max_m rows. n spans more
 // than one chunk of its columns (1024) and ends in a partial vector; k spans several KC blocks
-// and ends in a step of fewer than its RS_ROWS weight rows (6 or 8); the row slices leave
-// every count of rows in its last pass (RS_MA = 4 on avx512).
+// and ends in a step of fewer than its RS_ROWS weight rows (6 on avx512, 3 on avx2); the row
+// slices leave every count of rows in its last pass (RS_MA = 4).
 void kc_check_rs_path(const kern_table_t* t) {
     if (t->rs_max_m <= 0) return;
     int hi = t->rs_max_m;

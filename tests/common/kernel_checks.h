@@ -54,6 +54,7 @@ void kc_check_wt_path(const kern_table_t* t);
 void kc_check_wc_path(const kern_table_t* t);
 // The same for nn products of at most rs_max_m rows (the row-streaming path).
 void kc_check_rs_path(const kern_table_t* t);
+// The same for nn products of at most bip_max_m rows (the in-place first pass).
 void kc_check_bip_path(const kern_table_t* t);
 // Calls from inside a parallel region: each on its own pack buffers, same bits.
 void kc_check_inside_parallel_region(const kern_table_t* t);
