@@ -149,14 +149,19 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // stores the sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p:
 // packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
 // driver_wt.h). B's row p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in
-// place (its row stride; bip_pass in driver.h).
+// place (its row stride; bip_pass in driver.h), which is then also stored, packed, at bc
+// [kc][NR] (64-byte aligned) when bc is not NULL.
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
 static inline __attribute__((always_inline)) void
-ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const float* bp) {
+ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const float* bp, float* bc) {
     __m256 b0 = _mm256_loadu_ps(bp); // unaligned: B may be a weight read in place (bip_pass)
     __m256 b1 = nv > 1 ? _mm256_loadu_ps(bp + 8) : b0;
+    if (bc) {
+        _mm256_store_ps(bc, b0);
+        if (nv > 1) _mm256_store_ps(bc + 8, b1);
+    }
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
         __m256 ai = _mm256_broadcast_ss(ap + i * ars);
@@ -165,11 +170,10 @@ ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const flo
     }
 }
 
-static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int kc,
-                                                           const float* restrict ap, long ars,
-                                                           long acs, const float* restrict bp,
-                                                           long bsr, float* c, long ldc,
-                                                           int overwrite, const ukr_pf_t* pf) {
+static inline __attribute__((always_inline)) void
+ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
+         const float* restrict bp, long bsr, float* restrict bc, float* c, long ldc, int overwrite,
+         const ukr_pf_t* pf) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
@@ -187,11 +191,12 @@ static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int k
             // large products on a shared core (avx2), most when a neighbour loads the core.
 #pragma GCC unroll 4
             for (int j = 0; j < gap; j++, p++, ap += acs, bp += bsr)
-                ukr_step(mr, nv, acc, ap, ars, bp);
+                ukr_step(mr, nv, acc, ap, ars, bp, bc ? bc + p * NR : NULL);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += acs, bp += bsr) ukr_step(mr, nv, acc, ap, ars, bp);
+    for (; p < kc; p++, ap += acs, bp += bsr)
+        ukr_step(mr, nv, acc, ap, ars, bp, bc ? bc + p * NR : NULL);
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2

@@ -232,14 +232,20 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p: packed A (1,
 // MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h). B's row
 // p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in place (its row stride;
-// bip_pass in driver.h).
+// bip_pass in driver.h), which is then also stored, packed, at bc [kc][NR] (64-byte aligned)
+// when bc is not NULL.
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
-static inline __attribute__((always_inline)) void
-ukr_step(int mr, int nv, simde__m512 acc[MR][2], const float* ap, long ars, const float* bp) {
+static inline __attribute__((always_inline)) void ukr_step(int mr, int nv, simde__m512 acc[MR][2],
+                                                           const float* ap, long ars,
+                                                           const float* bp, float* bc) {
     simde__m512 b0 = simde_mm512_loadu_ps(bp); // unaligned: B may be a weight read in place
     simde__m512 b1 = nv > 1 ? simde_mm512_loadu_ps(bp + VL) : b0;
+    if (bc) {
+        simde_mm512_store_ps(bc, b0);
+        if (nv > 1) simde_mm512_store_ps(bc + VL, b1);
+    }
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         simde__m512 ai = simde_mm512_set1_ps(ap[i * ars]);
@@ -248,11 +254,10 @@ ukr_step(int mr, int nv, simde__m512 acc[MR][2], const float* ap, long ars, cons
     }
 }
 
-static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int kc,
-                                                           const float* restrict ap, long ars,
-                                                           long acs, const float* restrict bp,
-                                                           long bsr, float* c, long ldc,
-                                                           int overwrite, const ukr_pf_t* pf) {
+static inline __attribute__((always_inline)) void
+ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
+         const float* restrict bp, long bsr, float* restrict bc, float* c, long ldc, int overwrite,
+         const ukr_pf_t* pf) {
     simde__m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
@@ -270,11 +275,12 @@ static inline __attribute__((always_inline)) void ukr_body(int mr, int nv, int k
             // 1-10% of the large products (not measured on AVX-512).
 #pragma GCC unroll 4
             for (int j = 0; j < gap; j++, p++, ap += acs, bp += bsr)
-                ukr_step(mr, nv, acc, ap, ars, bp);
+                ukr_step(mr, nv, acc, ap, ars, bp, bc ? bc + p * NR : NULL);
         }
     }
 #pragma GCC unroll 4
-    for (; p < kc; p++, ap += acs, bp += bsr) ukr_step(mr, nv, acc, ap, ars, bp);
+    for (; p < kc; p++, ap += acs, bp += bsr)
+        ukr_step(mr, nv, acc, ap, ars, bp, bc ? bc + p * NR : NULL);
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
 #pragma GCC unroll 2

@@ -44,9 +44,9 @@
 //   broadcasts (driver_wc.h).
 // - Or B is a row-major weight and m a few rows (avx512 at most 13, avx2 12): the weight read
 //   in long runs, a few rows at a time, straight into the FMAs (driver_rs.h).
-// - Or B is a row-major weight whose rows spread over the L2 sets and m at most BIP_MAX_M (avx2
-//   144, avx512 192): the panels read in place by the tiles, each prefetching the next
-//   (bip_pass).
+// - Or B is a row-major weight and m at most BIP_MAX_M (avx2 144, avx512 192): the panels read
+//   in place by the tiles, each prefetching the next, or with rows 2 or 4 KiB apart by the first
+//   tile only, which packs them for the others as it goes (bip_pass).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
 // - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
@@ -116,9 +116,9 @@ static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, 
                     int overwrite, const ukr_pf_t* pf);
 #if BIP_MAX_M > 0
 // A full MR x NR (or smaller mr) tile with B a full panel of a row-major weight read in place,
-// row p at b + p*ldb: the first pass of bip_pass.
-static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long ldb, float* c,
-                           long ldc, int overwrite, const ukr_pf_t* pf);
+// row p at b + p*ldb, and stored packed at bc [kc][NR] unless bc is NULL: bip_pass's first tile.
+static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long ldb, float* bc,
+                           float* c, long ldc, int overwrite, const ukr_pf_t* pf);
 #endif
 // The same tile with A read in place from mr rows of a row-major weight, row i at w + i*ldw
 // and walked along p, into ct [mr][NR] (only its first nr columns computed): the weight-rows
@@ -352,46 +352,49 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
 }
 
 #if BIP_MAX_M > 0
-// The first and only ic pass over a B block of a row-major weight whose row stride spreads its
-// rows over the L2 sets (bip_applies), for up to BIP_MAX_M rows: no packing, the tiles read each
-// panel of the weight where it lies. The first row tile pulls the panel's KC rows from memory
-// (a line each, one row stride apart), the others find them in L2; the tiles of panel j
-// prefetch panel j + 1, spread over them, as later_pass does with packed panels. A partial
-// panel (the last of a half) is packed as in the blocked loops, so nothing past the weight's
-// columns is read. Same FMA chains, same bits.
+// The first and only ic pass over a B block of a row-major weight, for up to BIP_MAX_M rows:
+// no packing pass. The tiles read each panel of the weight where it lies, the first row tile
+// from memory (a line per row, one row stride apart, prefetched by the previous panel's tiles),
+// the others from L2. Except where the row stride is a multiple of 512 floats (d_ff = 1024 or
+// 2048): a panel's KC rows then fall in only 16 of L2's 1024 sets (4 KiB apart; 32 at 2 KiB),
+// 16 ways x 16 sets is exactly the 256 rows of a block, and the later tiles missed there (0.66x
+// the packed first pass at n = 1024 and 2048). So there the first tile also stores the panel,
+// packed, into the ring as it reads it (ukr_bip's bc), and the others read that copy from L1:
+// the packed pass's layout without its packer's loads and loop (paired against the packed first
+// pass, n = 512-2048: avx2 1.09-1.11x at 16-32 rows, avx512 1.18-1.29x at 16-24 rows, 1.04x
+// at 144-192). Where the rows spread, the copy cost avx512 3-5% against reading in place (n =
+// 1000, 2816), so it is kept to these strides. A partial panel (the last of a
+// half) is packed as in the blocked loops, so nothing past the weight's columns is read. Same
+// FMA chains, same bits.
 static void bip_pass(const gemm_args_t* g, const block_t* blk) {
-    int tiles = (blk->mc + MR - 1) / MR;
+    int tiles = (blk->mc + MR - 1) / MR, copy = tiles > 1 && g->rsb % 512 == 0;
     for (int j = 0; j < blk->np; j++) {
         pf_stream_t next_b = pf_none;
         if (j + 1 < blk->np && panel_width(g, blk->qb + j + 1) == NR)
             next_b = pf_matrix(blk_src(g, blk, j + 1), blk->kc, NR, g->rsb, 1);
         ukr_pf_t pf = {{&next_b, blk->next_a},
                        {(int)((next_b.left + tiles - 1) / tiles), a_share(blk)}};
-        if (panel_width(g, blk->qb + j) < NR) {
-            pack_panel(g, blk, j, 0, blk->kc);
-            for (int t = 0; t < tiles; t++) tile(g, blk, t, j, &pf);
-        } else {
-            int s, h = panel_half(g, blk->qb + j, &s);
-            for (int t = 0; t < tiles; t++) {
-                int ir, mr = tile_rows(blk->mc, t, &ir);
-                ukr_bip(mr, blk->kc, blk->abuf + (long)t * MR * blk->kc, blk_src(g, blk, j), g->rsb,
-                        g->c[h] + (long)(blk->ic + ir) * g->ldc + (long)s * NR, g->ldc,
-                        blk->overwrite, &pf);
+        int full = panel_width(g, blk->qb + j) == NR, s, h = panel_half(g, blk->qb + j, &s);
+        if (!full) pack_panel(g, blk, j, 0, blk->kc);
+        for (int t = 0; t < tiles; t++) {
+            if (!full || (copy && t > 0)) {
+                tile(g, blk, t, j, &pf);
+                continue;
             }
+            int ir, mr = tile_rows(blk->mc, t, &ir);
+            ukr_bip(mr, blk->kc, blk->abuf + (long)t * MR * blk->kc, blk_src(g, blk, j), g->rsb,
+                    copy ? panel_buf(blk, j) : NULL,
+                    g->c[h] + (long)(blk->ic + ir) * g->ldc + (long)s * NR, g->ldc, blk->overwrite,
+                    &pf);
         }
         epilogue(g, blk, 0, blk->mc, j);
     }
 }
 
-// Whether a first pass of `rows` rows reads B in place: B a row-major weight (not pre-packed),
-// one ic pass, and a row stride that is not a multiple of 512 floats. A panel's KC rows, a line
-// each, then fall in at least 64 of L2's 1024 sets (rows 2 KiB apart use 32 of them, 4 KiB
-// apart 16: 16 ways x 16 sets is exactly the 256 rows of a block, and the tiles after the first
-// missed: 0.66x at n = 1024 and 2048, 0.95x at 512, 1.0x at 1536, where 64 sets: 1.07-1.13x at
-// n = 768, 1000, 2816, 3000; avx2, 32 rows, paired against the packed first pass. avx512 gains
-// more, its packing being a larger part of its faster tiles: 1.22-1.32x at 16-24 rows).
+// Whether a first pass of `rows` rows reads B in place: B a row-major weight (not pre-packed)
+// and one ic pass.
 static int bip_applies(const gemm_args_t* g, int rows) {
-    return !g->bpre && g->csb == 1 && rows <= BIP_MAX_M && rows <= MC && g->rsb % 512 != 0;
+    return !g->bpre && g->csb == 1 && rows <= BIP_MAX_M && rows <= MC;
 }
 #endif
 
@@ -501,6 +504,7 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
                     short_pass(g, &blk, ic == m0 && !g->bpre);
 #if BIP_MAX_M > 0
                 } else if (ic == m0 && bip_applies(g, m1 - m0)) {
+                    blk.ring = 1; // bip_pass packs (where it does) one panel at a time
                     bip_pass(g, &blk);
 #endif
                 } else if (ic == m0 && !g->bpre) {

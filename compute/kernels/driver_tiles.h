@@ -1,8 +1,8 @@
 // The micro-kernel entry points of an ISA file, instantiated from its ukr_body. Included by
 // avx2.c and avx512.c after they define
-//   ukr_body(mr, nv, kc, ap, ars, acs, bp, bsr, c, ldc, overwrite, pf)   the micro-tile: C[mr,
-//       nv vectors] (+)= A x B, row i of A's tile at ap + i*ars, stepped by acs per p, B's row
-//       p at bp + p*bsr (NR: a packed panel)
+//   ukr_body(mr, nv, kc, ap, ars, acs, bp, bsr, bc, c, ldc, overwrite, pf)   the micro-tile:
+//       C[mr, nv vectors] (+)= A x B, row i of A's tile at ap + i*ars, stepped by acs per p, B's
+//       row p at bp + p*bsr (NR: a packed panel), and copied to bc [kc][NR] unless it is NULL
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
 // and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_row (a row of
@@ -22,7 +22,7 @@ typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long 
 #define UKR(M, V)                                                                                  \
     static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
                               int overwrite, const ukr_pf_t* pf) {                                 \
-        ukr_body(M, V, kc, ap, 1, MR, bp, NR, c, ldc, overwrite, pf);                              \
+        ukr_body(M, V, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, pf);                        \
     }
 // The swapped paths' tiles: A is a weight read in place, the tile written to ct [mr][NR].
 // The weight-rows path (driver_wt.h) reads row i at w + i*ldw walked along p (a weight read
@@ -33,7 +33,7 @@ typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float
 #define UKR_INPLACE(NAME, M, V, ARS, ACS)                                                          \
     static void NAME##_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,     \
                                  int overwrite) {                                                  \
-        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, ct, NR, overwrite, NULL);                          \
+        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, NULL, ct, NR, overwrite, NULL);                    \
     }
 #define UKRW(M, V) UKR_INPLACE(ukrw, M, V, ldw, 1)
 #define UKRC(M, V) UKR_INPLACE(ukrc, M, V, 1, ldw)
@@ -76,26 +76,27 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
 static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
                     int overwrite, const ukr_pf_t* pf) {
     for (int j = 0; j < np; j++, bp += (long)NR * kc, c += NR)
-        ukr_body(MR, 2, kc, ap, 1, MR, bp, NR, c, ldc, overwrite, pf);
+        ukr_body(MR, 2, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, pf);
 }
 
 #if BIP_MAX_M > 0
 // The in-place tiles of the first pass (driver.h, bip_pass): A packed, B a full panel of a
-// row-major weight read where it lies, row p at b + p*ldb.
-typedef void (*ukrb_fn)(int kc, const float* ap, const float* b, long ldb, float* c, long ldc,
-                        int overwrite, const ukr_pf_t* pf);
+// row-major weight read where it lies, row p at b + p*ldb, and stored packed at bc [kc][NR]
+// unless bc is NULL.
+typedef void (*ukrb_fn)(int kc, const float* ap, const float* b, long ldb, float* bc, float* c,
+                        long ldc, int overwrite, const ukr_pf_t* pf);
 #define UKRB(M)                                                                                    \
-    static void ukrb_##M(int kc, const float* ap, const float* b, long ldb, float* c, long ldc,    \
-                         int overwrite, const ukr_pf_t* pf) {                                      \
-        ukr_body(M, 2, kc, ap, 1, MR, b, ldb, c, ldc, overwrite, pf);                              \
+    static void ukrb_##M(int kc, const float* ap, const float* b, long ldb, float* bc, float* c,   \
+                         long ldc, int overwrite, const ukr_pf_t* pf) {                            \
+        ukr_body(M, 2, kc, ap, 1, MR, b, ldb, bc, c, ldc, overwrite, pf);                          \
     }
 #define UKRB_ENTRY(M) ukrb_##M,
 TILE_ROWS(UKRB)
 static const ukrb_fn ukrb_tab[MR + 1] = {0, TILE_ROWS(UKRB_ENTRY)};
 
-static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long ldb, float* c,
-                           long ldc, int overwrite, const ukr_pf_t* pf) {
-    ukrb_tab[mr](kc, ap, b, ldb, c, ldc, overwrite, pf);
+static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long ldb, float* bc,
+                           float* c, long ldc, int overwrite, const ukr_pf_t* pf) {
+    ukrb_tab[mr](kc, ap, b, ldb, bc, c, ldc, overwrite, pf);
 }
 #endif
 

@@ -342,18 +342,18 @@ void kc_check_wt_path(const kern_table_t* t) {
         }
 }
 
-// An nn product (B row-major) of m rows, plain (both accumulate modes) and fused, with A in
-// both layouts, computed whole on one thread and again in row slices of slices[] (cycled) on
-// 1 and 2 threads: every row of C (H0, H1, out) must have the same bits. With m too tall for a
+// An nn product (B row-major, row stride ldb) of m rows, plain (both accumulate modes) and fused,
+// with A in both layouts, computed whole on one thread and again in row slices of slices[] (cycled)
+// on 1 and 2 threads: every row of C (H0, H1, out) must have the same bits. With m too tall for a
 // small-m path and slices that take it (and some that do not), this holds the path to the
 // blocked loops' bits.
-static void nn_slices_match(const kern_table_t* t, int m, int n, int k, const int* slices, int ns,
-                            const char* path) {
+static void nn_slices_match(const kern_table_t* t, int m, int n, int k, int ldb, const int* slices,
+                            int ns, const char* path) {
     size_t cn = (size_t)m * n;
     for (int ta = 0; ta < 2; ta++) {
         kc_strided_t a = kc_make_operand(m, k, ta, 1, 81 + ta);
-        kc_strided_t b0 = kc_make_operand(k, n, 0, 3, 83);
-        kc_strided_t b1 = kc_make_operand(k, n, 0, 3, 84);
+        kc_strided_t b0 = kc_make_operand(k, n, 0, ldb - n, 83);
+        kc_strided_t b1 = kc_make_operand(k, n, 0, ldb - n, 84);
         float* want[3]; // [m][n] each: C (or H0), H1, out computed whole
         float* got[3];  // [m][n] each: the same in slices
         for (int q = 0; q < 3; q++) {
@@ -408,20 +408,24 @@ void kc_check_wc_path(const kern_table_t* t) {
     if (t->wc_max_m <= 0) return;
     int lo = t->wc_min_m, hi = t->wc_max_m;
     const int slices[] = {hi, lo, (lo + hi) / 2, lo - 1, hi - 1, 1, hi};
-    nn_slices_match(t, 2 * hi + 7, 17 * t->mr + 5, 2 * t->kc + 40, slices,
+    nn_slices_match(t, 2 * hi + 7, 17 * t->mr + 5, 2 * t->kc + 40, 17 * t->mr + 8, slices,
                     (int)(sizeof slices / sizeof slices[0]), "weight-columns path");
 }
 
 // The first pass on B in place (compute/kernels/driver.h, bip_pass): products of at most
-// bip_max_m rows whose weight's row stride (here n + 3) is not a multiple of 512 floats; the
-// whole product (more than MC rows) takes the packed loops. n spans several panels and ends in
-// a partial one (packed); k spans several KC blocks and ends in a short one.
+// bip_max_m rows; the whole product (more than MC rows) takes the packed loops. Two row
+// strides: n + 3, where all the tiles read the weight in place, and 512 floats, where the first
+// tile packs it for the others as it reads it. n spans several panels and ends in a partial
+// one (packed); k spans several KC blocks and ends in a short one.
 void kc_check_bip_path(const kern_table_t* t) {
     if (t->bip_max_m <= 0) return;
     int hi = t->bip_max_m < t->mc ? t->bip_max_m : t->mc;
     const int slices[] = {hi, 2 * t->mr + 1, hi + 1, 40, 1, hi - 1};
-    nn_slices_match(t, 2 * hi + 9, 5 * t->nr + 7, 2 * t->kc + 40, slices,
-                    (int)(sizeof slices / sizeof slices[0]), "in-place first pass");
+    int ns = (int)(sizeof slices / sizeof slices[0]);
+    nn_slices_match(t, 2 * hi + 9, 5 * t->nr + 7, 2 * t->kc + 40, 5 * t->nr + 10, slices, ns,
+                    "in-place first pass");
+    nn_slices_match(t, 2 * hi + 9, 512 - 5, 2 * t->kc + 40, 512, slices, ns,
+                    "in-place first pass, packing tile");
 }
 
 // The row-streaming path (compute/kernels/driver_rs.h), at most rs_max_m rows. n spans more
@@ -432,7 +436,7 @@ void kc_check_rs_path(const kern_table_t* t) {
     if (t->rs_max_m <= 0) return;
     int hi = t->rs_max_m;
     const int slices[] = {hi, 1, hi - 1, hi + 1, 3, hi};
-    nn_slices_match(t, 2 * hi + 7, 1024 + 37, 2 * t->kc + 43, slices,
+    nn_slices_match(t, 2 * hi + 7, 1024 + 37, 2 * t->kc + 43, 1024 + 40, slices,
                     (int)(sizeof slices / sizeof slices[0]), "row-streaming path");
 }
 
