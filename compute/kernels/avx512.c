@@ -455,6 +455,7 @@ const kern_table_t KERN_TABLE = {
     .mc = MC, .kc = KC, .nc = NC,
     .wt_max_m = WT_MAX_M,
     .wt_min_k = WT_MIN_K,
+    .wt_full_min_k = WT_FULL_MIN_K,
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
     .rs_max_m = RS_MAX_M,

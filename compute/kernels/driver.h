@@ -121,10 +121,10 @@ static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long
                            float* c, long ldc, int overwrite, const ukr_pf_t* pf);
 #endif
 // The same tile with A read in place from mr rows of a row-major weight, row i at w + i*ldw
-// and walked along p, into ct [mr][NR] (only its first nr columns computed): the weight-rows
-// path (driver_wt.h).
+// and walked along p, into ct [mr][NR] (only its first nr columns computed), issuing pf's
+// prefetches: the weight-rows path (driver_wt.h).
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
-                          float* ct, int overwrite);
+                          float* ct, int overwrite, const ukr_pf_t* pf);
 // The same with column i of the tile at w + i, walked along p by ldw: mr consecutive columns
 // of a row-major weight (the weight-columns path, driver_wc.h).
 static inline void ukr_wc(int mr, int nr, int kc, const float* w, long ldw, const float* bp,

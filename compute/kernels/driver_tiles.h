@@ -27,13 +27,13 @@ typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long 
 // The swapped paths' tiles: A is a weight read in place, the tile written to ct [mr][NR].
 // The weight-rows path (driver_wt.h) reads row i at w + i*ldw walked along p (a weight read
 // transposed), the weight-columns path (driver_wc.h) column i at w + i walked along p by ldw.
-typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float* ct,
-                        int overwrite);
+typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float* ct, int overwrite,
+                        const ukr_pf_t* pf);
 
 #define UKR_INPLACE(NAME, M, V, ARS, ACS)                                                          \
     static void NAME##_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,     \
-                                 int overwrite) {                                                  \
-        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, NULL, ct, NR, overwrite, NULL);                    \
+                                 int overwrite, const ukr_pf_t* pf) {                              \
+        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, NULL, ct, NR, overwrite, pf);                      \
     }
 #define UKRW(M, V) UKR_INPLACE(ukrw, M, V, ldw, 1)
 #define UKRC(M, V) UKR_INPLACE(ukrc, M, V, 1, ldw)
@@ -101,13 +101,13 @@ static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long
 #endif
 
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
-                          float* ct, int overwrite) {
-    ukrw_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite);
+                          float* ct, int overwrite, const ukr_pf_t* pf) {
+    ukrw_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite, pf);
 }
 
 static inline void ukr_wc(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite) {
-    ukrc_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite);
+    ukrc_tab[mr][(nr + VL - 1) / VL](kc, w, ldw, bp, ct, overwrite, NULL);
 }
 
 #endif

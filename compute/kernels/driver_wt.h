@@ -35,23 +35,33 @@
 // - more than one panel only at a depth of at least WT_MIN_K: each panel of each tile then
 //   folds and stores its C tile, and with short rows the streams restart every few hundred
 //   cycles (avx512, k = 256: 64-128 rows at 0.87-0.97x the blocked loops, 1.08-1.14x at
-//   k = 512; avx2, 32-64 rows: 0.82-0.87x at k = 256, 0.99-1.01x at 512, 1.04-1.15x at 1024).
+//   k = 512; avx2, 32-64 rows: 0.82-0.87x at k = 256, 0.99-1.01x at 512, 1.04-1.15x at 1024);
+// - or, from a depth of WT_FULL_MIN_K (an ISA file's choice; default WT_MIN_K), more than one
+//   panel when every panel is full (m a multiple of NR: the groups of a capacity-padded
+//   layer), with the next tile's weight rows prefetched during each tile's first panel, so
+//   the short rows' streams do not restart cold (avx2, k = 512: 32 rows 1.15-1.18x, 48 and
+//   64 1.04-1.07x; with a partial last panel, 17-62 rows, 0.81-1.07x, so not those; the
+//   prefetch at k >= WT_MIN_K, and with one panel, 0.85-1.0x).
 #ifndef WT_MAX_PANELS
 #define WT_MAX_PANELS 4
 #endif
 #ifndef WT_MIN_K
 #define WT_MIN_K 512
 #endif
+#ifndef WT_FULL_MIN_K
+#define WT_FULL_MIN_K WT_MIN_K
+#endif
 #define WT_MAX_M (WT_MAX_PANELS * NR)
 
 // Whether the product takes this path: B column-major (a transposed weight), not fused, not
-// pre-packed, m within WT_MAX_M (within NR below a depth of WT_MIN_K), and A's transposed
-// panels (k x NR floats each) fit in the thread's B pack buffer, which this path does not
-// otherwise use.
+// pre-packed, m within WT_MAX_M (within NR below a depth of WT_MIN_K, or of WT_FULL_MIN_K
+// when m is a multiple of NR), and A's transposed panels (k x NR floats each) fit in the
+// thread's B pack buffer, which this path does not otherwise use.
 static int wt_applies(const gemm_args_t* g, size_t b_floats) {
     long panels = (g->m + NR - 1) / NR;
+    int deep = g->k >= WT_MIN_K || (g->k >= WT_FULL_MIN_K && g->m % NR == 0);
     return g->halves == 1 && !g->bpre && g->rsb == 1 && g->csb != 1 && g->m <= WT_MAX_M &&
-           (panels == 1 || g->k >= WT_MIN_K) && (size_t)g->k * panels * NR <= b_floats;
+           (panels == 1 || deep) && (size_t)g->k * panels * NR <= b_floats;
 }
 
 // C's tile to and from ct, element by element: the ISA files' ct_load and ct_store for tiles
@@ -90,9 +100,16 @@ static void wt_tiles(const gemm_args_t* g, int t0, int t1, const float* at) {
             int ms = MIN(NR, g->m - s * NR);
             float* c = g->c[0] + (long)s * NR * ldc + j0;
             if (g->accumulate) ct_load(ms, mr, ct, c, ldc);
-            for (int pc = 0; pc < g->k; pc += kb)
-                ukr_wt(mr, ms, MIN(kb, g->k - pc), w + (long)j0 * ldw + pc, ldw,
-                       at + ((long)s * g->k + pc) * NR, ct, pc == 0 && !g->accumulate);
+            for (int pc = 0; pc < g->k; pc += kb) {
+                int kc = MIN(kb, g->k - pc);
+                pf_stream_t next = pf_none; // the next tile's rows of this block (see above)
+                if (np > 1 && g->k < WT_MIN_K && s == 0 && t + 1 < t1)
+                    next = pf_matrix(w + (long)(j0 + MR) * ldw + pc, MIN(MR, g->n - j0 - MR), kc,
+                                     ldw, 1);
+                ukr_pf_t pf = {{&next, NULL}, {(int)next.left, 0}};
+                ukr_wt(mr, ms, kc, w + (long)j0 * ldw + pc, ldw, at + ((long)s * g->k + pc) * NR,
+                       ct, pc == 0 && !g->accumulate, &pf);
+            }
             ct_store(ms, mr, ct, c, ldc);
         }
     }

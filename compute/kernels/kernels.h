@@ -59,9 +59,9 @@ typedef struct {
     int mr, nr;     // micro-tile (register block)
     int mc, kc, nc; // cache blocks
     // nt products (B column-major) of at most wt_max_m rows, and of more than nr rows only at
-    // a depth k >= wt_min_k, read B in place (compute/kernels/driver_wt.h); wt_max_m = 0:
-    // never. The bits are the same either way.
-    int wt_max_m, wt_min_k;
+    // a depth k >= wt_min_k, or k >= wt_full_min_k when m is a multiple of nr, read B in place
+    // (compute/kernels/driver_wt.h); wt_max_m = 0: never. The bits are the same either way.
+    int wt_max_m, wt_min_k, wt_full_min_k;
     // nn products (B row-major) of wc_min_m to wc_max_m rows, fused or not, read B in place
     // (compute/kernels/driver_wc.h); wc_max_m = 0: never. The bits are the same either way.
     int wc_min_m, wc_max_m;
@@ -69,8 +69,8 @@ typedef struct {
     // (compute/kernels/driver_rs.h); 0: never. The bits are the same either way.
     int rs_max_m;
     // nn products whose first pass has at most bip_max_m rows (and all of them in one MC block)
-    // read B in place when its row stride is not a multiple of 512 floats (driver.h, bip_pass);
-    // 0: never. The bits are the same either way.
+    // read B in place, without a packing pass (driver.h, bip_pass); 0: never. The bits are the
+    // same either way.
     int bip_max_m;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;

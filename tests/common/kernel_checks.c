@@ -299,12 +299,12 @@ void kc_check_position_invariance(const kern_table_t* t) {
 // (compute/kernels/driver_wt.h), larger ones the blocked loops. Both must give every element
 // the same bits: a product too tall for the path, then its rows again in slices that take it
 // (whole, partial and single lane panels), in both accumulate modes and for 1 and 2 threads.
-// A too: the path packs it transposed, column-major or not.
-void kc_check_wt_path(const kern_table_t* t) {
-    if (t->wt_max_m <= 0) return;
+// A too: the path packs it transposed, column-major or not. At a depth k where slices of
+// several panels take the path (k >= wt_min_k), and where only those whose panels are all full
+// do (wt_full_min_k <= k < wt_min_k).
+static void wt_slices_match(const kern_table_t* t, int k) {
     int wm = t->wt_max_m, m = 2 * wm + 7, n = 3 * t->mr + 5;
-    int k = 2 * t->kc + 40 > t->wt_min_k ? 2 * t->kc + 40 : t->wt_min_k + 40; // multi-panel too
-    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, t->nr + 3, wm - 1};
+    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, 2 * t->nr, t->nr + 3, wm - 1};
     for (int ta = 0; ta < 2; ta++)
         for (int acc = 0; acc < 2; acc++) {
             kc_strided_t a = kc_make_operand(m, k, ta, 1, 71 + ta);
@@ -340,6 +340,14 @@ void kc_check_wt_path(const kern_table_t* t) {
             free(a.buf);
             free(b.buf);
         }
+}
+
+void kc_check_wt_path(const kern_table_t* t) {
+    if (t->wt_max_m <= 0) return;
+    int k0 = 2 * t->kc + 40; // several KC blocks, the last one short
+    wt_slices_match(t, k0 > t->wt_min_k ? k0 : t->wt_min_k + 40);
+    if (t->wt_full_min_k < t->wt_min_k)
+        wt_slices_match(t, k0 > t->wt_full_min_k && k0 < t->wt_min_k ? k0 : t->wt_full_min_k + 40);
 }
 
 // An nn product (B row-major, row stride ldb) of m rows, plain (both accumulate modes) and fused,
