@@ -12,7 +12,7 @@
 #define NC 4080        // B block KC x NC = 4 MiB: a slice of L3
 #define ROW_GROUP 4    // row-major B packed 4 panels at a time: runs of 256 B per row
 #define KC_BALANCED    // k = 1555 in 7 blocks of 224, not 6 of 256 and one of 19 (kc_block)
-#define BALANCED_TILES // 32 rows in tiles of 6, 6, 6, 6, 4, 4, not ..., 6, 2 (tile_rows)
+#define EVEN_ROW_TILES // 32 rows in tiles of 6, 6, 5, 5, 5, 5, not ..., 6, 2 (tile_rows)
 #define VL 8           // floats per ymm
 #define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
 #define BIP_MAX_M MC   // a first pass of up to MC rows may read B in place (driver.h, bip_pass)

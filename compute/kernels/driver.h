@@ -77,24 +77,24 @@ _Static_assert(NC / NR >= 2 * ROW_GROUP, "a B block must hold a fused run pair")
 
 // Row tiles of an A block of mc rows: ceil(mc / MR) of them, tile t's A micro-panel at
 // t * MR * kc in the packed block. Tile t covers rows [*first, *first + return value). All of
-// MR rows but the last, or with BALANCED_TILES (the ISA file's choice) a last tile of at most
-// MR / 2 rows shares the last two tiles' rows evenly with the one before (32 rows on MR = 6:
-// 6, 6, 6, 6, 4, 4, not 6, 6, 6, 6, 6, 2). A tile holds two accumulators per row, one FMA
-// chain each, and a chain waits on the FMA latency: on avx2 a 2-row tile's 4 chains keep
-// half of the two FMA pipes busy (it took 69% of a full tile's time for a third of its work),
-// a 4-row tile's 8 keep them all busy. Which tile a C element falls in never changes its FMA
-// chain, so any tiling gives the same bits.
+// MR rows but the last, or with EVEN_ROW_TILES (the ISA file's choice) the rows shared as evenly
+// as that many tiles allow, the larger ones first (32 rows on MR = 6: 6, 6, 5, 5, 5, 5, not 6,
+// 6, 6, 6, 6, 2). A tile holds two accumulators per row, one FMA chain each, and a chain waits
+// on the FMA latency: on avx2 a 2-row tile's 4 chains keep half of the two FMA pipes busy (it
+// took 69% of a full tile's time for a third of its work), a 4-row tile's 8 just keep them
+// busy, a 5-row tile's 10 with slack (1.00-1.03x the 6, 6, 6, 6, 4, 4 of the tiling kept
+// before, which split only the last two tiles evenly; avx512's 12-row tiles hold 24 chains,
+// and it lost with even tiles: 0.93-1.0x). Which tile a C element falls in never changes its
+// FMA chain, so any tiling gives the same bits.
 static inline int tile_rows(int mc, int t, int* first) {
-#ifdef BALANCED_TILES
-    int n = (mc + MR - 1) / MR, last = mc - (n - 1) * MR;
-    if (n >= 2 && 2 * last <= MR && t >= n - 2) {
-        int two = MR + last, lead = (two + 1) / 2;
-        *first = (n - 2) * MR + (t == n - 1 ? lead : 0);
-        return t == n - 1 ? two - lead : lead;
-    }
-#endif
+#ifdef EVEN_ROW_TILES
+    int n = (mc + MR - 1) / MR, base = mc / n, extra = mc % n;
+    *first = t * base + MIN(t, extra);
+    return base + (t < extra);
+#else
     *first = t * MR;
     return MIN(MR, mc - t * MR);
+#endif
 }
 
 // ---- What the ISA file defines after including this header (ukr_any and ukr_wt through
