@@ -361,11 +361,11 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
 // the packed first pass at n = 1024 and 2048). So there the first tile also stores the panel,
 // packed, into the ring as it reads it (ukr_bip's bc), and the others read that copy from L1:
 // the packed pass's layout without its packer's loads and loop (paired against the packed first
-// pass, n = 512-2048: avx2 1.09-1.11x at 16-32 rows, avx512 1.18-1.29x at 16-24 rows, 1.04x
+// pass, n = 512-2048: avx2 1.09-1.18x at 16-32 rows, avx512 1.15-1.29x at 16-24 rows, 1.04x
 // at 144-192). Where the rows spread, the copy cost avx512 3-5% against reading in place (n =
-// 1000, 2816), so it is kept to these strides. A partial panel (the last of a
-// half) is packed as in the blocked loops, so nothing past the weight's columns is read. Same
-// FMA chains, same bits.
+// 1000, 2816), so it is kept to these strides. A partial panel (the last of a half) is packed
+// as in the blocked loops, so nothing past the weight's columns is read. Same FMA chains, same
+// bits.
 static void bip_pass(const gemm_args_t* g, const block_t* blk) {
     int tiles = (blk->mc + MR - 1) / MR, copy = tiles > 1 && g->rsb % 512 == 0;
     for (int j = 0; j < blk->np; j++) {
