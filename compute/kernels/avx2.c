@@ -17,8 +17,9 @@
 #define WT_MIN_K 1024  // nt products of more than NR rows read B in place from this depth
 #define BIP_MAX_M MC   // a first pass of up to MC rows may read B in place (driver.h, bip_pass)
 // nt products whose rows of A fill whole panels (m a multiple of NR) read B in place from
-// this depth too (driver_wt.h)
+// this depth too, prefetching the next tile's weight rows (driver_wt.h)
 #define WT_FULL_MIN_K 512
+#define WT_PREFETCH_NEXT
 // nn products of at most 12 rows stream B's rows (driver_rs.h), 3 weight rows at a time and 4
 // rows of A per pass, so each weight vector feeds 4 FMAs. 12 broadcasts, 4 sums and a weight
 // vector are one more than the 16 ymm, yet this shape ran fastest (paired: 1.2-1.5x 2 rows of

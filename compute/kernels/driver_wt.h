@@ -38,10 +38,15 @@
 //   k = 512; avx2, 32-64 rows: 0.82-0.87x at k = 256, 0.99-1.01x at 512, 1.04-1.15x at 1024);
 // - or, from a depth of WT_FULL_MIN_K (an ISA file's choice; default WT_MIN_K), more than one
 //   panel when every panel is full (m a multiple of NR: the groups of a capacity-padded
-//   layer), with the next tile's weight rows prefetched during each tile's first panel, so
-//   the short rows' streams do not restart cold (avx2, k = 512: 32 rows 1.15-1.18x, 48 and
-//   64 1.04-1.07x; with a partial last panel, 17-62 rows, 0.81-1.07x, so not those; the
-//   prefetch at k >= WT_MIN_K, and with one panel, 0.85-1.0x).
+//   layer), with the next tile's weight rows prefetched (WT_PREFETCH_NEXT, below), so that the
+//   short rows' streams do not restart cold (avx2, k = 512: 32 rows 1.15-1.18x, 48 and 64
+//   1.04-1.07x; with a partial last panel, 17-62 rows, 0.81-1.07x, so not those).
+// With WT_PREFETCH_NEXT (an ISA file's choice) the tiles of a product of several full panels
+// prefetch the next tile's weight rows, a KC block at a time, during their first panel: each
+// weight row is a 4 KiB page or less at these shapes, and the hardware's stream prefetcher
+// starts cold on every page (avx2 at k >= 1024: 1.03-1.06x at 32 rows, 1.01-1.02x at 64; with
+// a partial last panel 0.87-1.0x, and with one panel 0.85-0.88x, so neither; avx512 lost with
+// it, 0.91-0.95x at 64-128 rows).
 #ifndef WT_MAX_PANELS
 #define WT_MAX_PANELS 4
 #endif
@@ -103,9 +108,11 @@ static void wt_tiles(const gemm_args_t* g, int t0, int t1, const float* at) {
             for (int pc = 0; pc < g->k; pc += kb) {
                 int kc = MIN(kb, g->k - pc);
                 pf_stream_t next = pf_none; // the next tile's rows of this block (see above)
-                if (np > 1 && g->k < WT_MIN_K && s == 0 && t + 1 < t1)
+#ifdef WT_PREFETCH_NEXT
+                if (np > 1 && g->m % NR == 0 && s == 0 && t + 1 < t1)
                     next = pf_matrix(w + (long)(j0 + MR) * ldw + pc, MIN(MR, g->n - j0 - MR), kc,
                                      ldw, 1);
+#endif
                 ukr_pf_t pf = {{&next, NULL}, {(int)next.left, 0}};
                 ukr_wt(mr, ms, kc, w + (long)j0 * ldw + pc, ldw, at + ((long)s * g->k + pc) * NR,
                        ct, pc == 0 && !g->accumulate, &pf);
