@@ -40,7 +40,7 @@
 // - Or B is a transposed weight (the backward's dA, dX) and m small: no B packing at all, the
 //   weight rows streamed whole in place (driver_wt.h).
 // - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
-//   (avx512: 25-32 rows): no B packing either, the weight's columns read in place as
+//   (avx512 on AMD CPUs: 25-32 rows): no B packing either, the weight's columns read in place as
 //   broadcasts (driver_wc.h).
 // - Or B is a row-major weight and m a few rows (avx512 at most 13, avx2 12): the weight read
 //   in long runs, a few rows at a time, straight into the FMAs (driver_rs.h).

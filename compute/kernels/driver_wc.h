@@ -47,17 +47,22 @@
 #ifndef WC_GROUP
 #define WC_GROUP 16
 #endif
+// Whether this CPU takes the path at all (the ISA file's choice; a run-time test: the bits are
+// the same either way).
+#ifndef WC_CPU_OK
+#define WC_CPU_OK() 1
+#endif
 
 _Static_assert(WC_MAX_M <= NR, "the weight-columns path holds A's rows in one lane panel");
 _Static_assert((long)WC_GROUP * 2 * MR * NR <= (long)(MC + MR) * KC,
                "a group's C tiles fit the A pack buffer");
 
 // Whether the product takes this path: B row-major (a weight, or the fused pair), not
-// pre-packed, m within [WC_MIN_M, WC_MAX_M], and A's transposed panel (k x NR floats) fits in
-// the thread's B pack buffer.
+// pre-packed, m within [WC_MIN_M, WC_MAX_M], A's transposed panel (k x NR floats) fits in the
+// thread's B pack buffer, and the CPU is one the path suits (WC_CPU_OK).
 static int wc_applies(const gemm_args_t* g, size_t b_floats) {
     return WC_MAX_M > 0 && !g->bpre && g->csb == 1 && g->m >= WC_MIN_M && g->m <= WC_MAX_M &&
-           (size_t)g->k * NR <= b_floats;
+           (size_t)g->k * NR <= b_floats && WC_CPU_OK();
 }
 
 // Columns of tile t (MR, or fewer at C's right edge), and where its half h waits in ct.

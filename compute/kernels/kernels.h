@@ -63,7 +63,8 @@ typedef struct {
     // (compute/kernels/driver_wt.h); wt_max_m = 0: never. The bits are the same either way.
     int wt_max_m, wt_min_k, wt_full_min_k;
     // nn products (B row-major) of wc_min_m to wc_max_m rows, fused or not, read B in place
-    // (compute/kernels/driver_wc.h); wc_max_m = 0: never. The bits are the same either way.
+    // (compute/kernels/driver_wc.h); wc_max_m = 0: never. avx512 takes it on AMD CPUs only
+    // (avx512.c says why; its emulated test build everywhere). The bits are the same either way.
     int wc_min_m, wc_max_m;
     // nn products of at most rs_max_m rows, fused or not, stream B's rows whole
     // (compute/kernels/driver_rs.h); 0: never. The bits are the same either way.
