@@ -25,7 +25,8 @@ lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 
 reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null; true; }
 (lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
  grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
- echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"; uptime) > $OUT/cpu.txt 2>&1
+ echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"
+ echo "thp: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"; uptime) > $OUT/cpu.txt 2>&1
 log start
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?
 if [ $ISA = avx512 ]; then

@@ -24,6 +24,7 @@ reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/
 (lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
  grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
  echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"
+ echo "thp: $(cat /sys/kernel/mm/transparent_hugepage/enabled)" # huge pages for the weights: madvise or always
  uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
  cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > $OUT/cpu.txt 2>&1
 log start
