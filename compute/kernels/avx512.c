@@ -87,14 +87,15 @@
 // blocked loops need a third row tile, mostly empty; at 24 and fewer their two tiles are full
 // where the path's lanes are not (paired: 0.89-1.00x the blocked loops at 20-24 rows,
 // 1.03-1.15x at 26-30, 1.16-1.28x at 32).
-// Only on AMD CPUs (Zen 4 and 5), whose L1 stride prefetcher follows each of the tile's 12
-// column reads down the weight, one row stride (4-11 KiB) per step. On Intel it runs on demand
-// misses: the IP prefetcher follows strides of at most 2 KiB and the L2 streamer stays inside a
-// 4 KiB page, and each row of a tile is a new page. There, on the 16-core Xeon of the device,
-// the path ran up and down of the groups of 32 at 41-54 GFLOP/s, 19-28% of the peak, half of
-// oneDNN, and the in-place first pass that takes those rows instead ran 1.3-2.2x faster (paired
-// alternately, 1 thread; software prefetch of the next KC block brought the path to 1.4-2.5x
-// there, but cost it 2-11% on the Zen 5, and still trailed the first pass; docs/performance.md).
+// Only on AMD CPUs (measured on the Zen 5; Zen 4 has the same L1 stride prefetcher), whose
+// prefetchers keep up with the tile's 12 column reads down the weight, one row stride (4-11
+// KiB) per step. Intel's do not: its IP prefetcher follows strides of at most 2 KiB and its L2
+// streamer stays inside a 4 KiB page, and each row of a tile is a new page, so the path waits
+// on demand misses there. On the 16-core Xeon of the device it ran up and down of the groups
+// of 32 at 41-54 GFLOP/s, 19-28% of the peak, half of oneDNN, and the in-place first pass that
+// takes those rows instead ran 1.3-2.2x faster (paired alternately, 1 thread; software prefetch
+// of the next KC block brought the path to 1.4-2.5x there, but cost it 2-11% on the Zen 5, and
+// still trailed the first pass; docs/performance.md).
 #define WC_MIN_M (2 * MR + 1)
 #define WC_MAX_M NR
 #ifdef MOED_KERN_AVX512_EMULATED
