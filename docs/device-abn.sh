@@ -2,14 +2,16 @@
 # A/B/C/... of kernel variants on the device, for the small-group shapes where its Xeon and the
 # Zen 5 dev box disagree: every bin/moed-bench-* in the bundle beside bin/moed-bench ("new"),
 # run alternately shape by shape, the order rotated each round so that the machine's drift
-# falls on all of them, ours only (--no-peers), 1 thread, then one round at all threads.
+# falls on all of them, ours only (--no-peers), 1 thread (THREADS), then one round at all threads.
 # Bundle:  cp <other build>/moed-bench build/moed-bench-<name>   (one per variant)
 #          XZ_OPT="-1 -T2" ../shared/tools/device-pack .dev build/moed-bench build/moed-bench-* \
 #              -- config/tiny2.ini;  cp docs/device-abn.sh .dev/abn.sh
 # Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && BUDGET=360 bash .dev/abn.sh
 #          (carry [".dev"], timeout_s BUDGET + 40). SHAPES="set:shape ..." picks the shapes
-# (default: the groups of 32 and the 64 uneven groups, both sets). Writes under $OUT: ab1.txt
-# (1 thread), abN.txt (all threads), sys.txt (CPU, transparent huge pages), progress.txt.
+# (default: the groups of 32 and the 64 uneven groups, both sets), THREADS the rounds' thread
+# count (default 1; e.g. THREADS=16 SHAPES="small:0 big:0 small:2 big:2" for the large groups
+# on all cores). Writes under $OUT: ab1.txt (the two rounds), abN.txt (all threads, one round),
+# sys.txt (CPU, transparent huge pages), progress.txt.
 cd /tmp/bundle
 NC=$(nproc)
 END=$(($(date +%s) + ${BUDGET:-360}))
@@ -33,7 +35,7 @@ for round in 0 1; do
   for sh in ${SHAPES:-big:1 small:1 big:3 small:3}; do
     for i in $(seq 0 $((n - 1))); do # round 0 forwards, round 1 backwards, from shifted starts
       [ $round = 0 ] && k=$(( (i + c) % n )) || k=$(( (2 * n - 1 - i + c) % n ))
-      one ${vs[$k]} $sh 1 ab1.txt
+      one ${vs[$k]} $sh ${THREADS:-1} ab1.txt
     done
     c=$((c + 1))
   done
