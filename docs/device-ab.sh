@@ -5,19 +5,16 @@
 # moved its 16-thread peak between 1250 and 2160 GFLOP/s within one run, falls on both.
 # Bundle:  cp <old build>/moed-bench build/moed-bench-base
 #          ../shared/tools/device-pack .dev build/moed build/moed-bench build/moed-bench-base \
-#              -- config/tiny2.ini;  cp docs/device-ab.sh .dev/ab.sh
-# Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && bash .dev/ab.sh
+#              -- config/tiny2.ini;  cp docs/device-*.sh .dev/
+# Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && bash .dev/device-ab.sh
 #          (carry [".dev"], timeout_s BUDGET + 30). Writes 8 files under $OUT: tests.txt (the
 # native AVX-512 kernel suite, when build/tests/test_kernels_avx512 is bundled too),
 # ab_base.txt and ab_new.txt (gemm at all threads, every shape, two rounds), layer.txt,
 # gemm1.txt (the last shape on one thread), comm.txt (the exchange at P = 16 and 8),
 # peak.txt, progress.txt. Used on 2026-11-26 for the group scheduler (docs/performance.md:
 # 317 s) and later that day for the team plan of kern_for_groups (reverted).
+BUDGET_DEFAULT=400; . "$(dirname "$0")/device-lib.sh" || exit 1 # NC, log, lim, reap
 cd /tmp/bundle
-NC=$(nproc)
-END=$(($(date +%s) + ${BUDGET:-400}))
-log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
-lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 ? left : 1)) || echo $1; }
 bin_of() { [ $1 = base ] && echo bin/moed-bench-base || echo bin/moed-bench; }
 log start
 if [ -x bin/test_kernels_avx512 ]; then
@@ -42,6 +39,6 @@ timeout $(lim 45) bin/moed-bench gemm --isa avx512 --threads 1 --set big --shape
 export UCX_TLS=self,posix # the fastest set device-run.sh found there on 2026-11-26
 for P in 16 8; do
   echo "### P=$P"; timeout $(lim 35) mpiexec.mpich -n $P bin/moed-bench comm --alltoallv-only --quick
-  pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null
+  reap
 done > $OUT/comm.txt 2>&1; log comm
 log end

@@ -5,23 +5,19 @@
 # falls on all of them, ours only (--no-peers), 1 thread (THREADS), then one round at all threads.
 # Bundle:  cp <other build>/moed-bench build/moed-bench-<name>   (one per variant)
 #          XZ_OPT="-1 -T2" ../shared/tools/device-pack .dev build/moed-bench build/moed-bench-* \
-#              -- config/tiny2.ini;  cp docs/device-abn.sh .dev/abn.sh
-# Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && BUDGET=360 bash .dev/abn.sh
+#              -- config/tiny2.ini;  cp docs/device-*.sh .dev/
+# Run:     tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh &&
+#            BUDGET=360 bash .dev/device-abn.sh
 #          (carry [".dev"], timeout_s BUDGET + 40). SHAPES="set:shape ..." picks the shapes
 # (default: the groups of 32 and the 64 uneven groups, both sets), THREADS the rounds' thread
 # count (default 1; e.g. THREADS=16 SHAPES="small:0 big:0 small:2 big:2" for the large groups
 # on all cores). Writes under $OUT: ab1.txt (the two rounds), abN.txt (all threads, one round),
 # sys.txt (CPU, transparent huge pages), progress.txt.
+BUDGET_DEFAULT=360; . "$(dirname "$0")/device-lib.sh" || exit 1 # NC, log, lim, cpu_info
 cd /tmp/bundle
-NC=$(nproc)
-END=$(($(date +%s) + ${BUDGET:-360}))
-log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
-lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 ? left : 1)) || echo $1; }
-vs=(new); for b in bin/moed-bench-*; do vs+=("${b#bin/moed-bench-}"); done
+vs=(new); for b in bin/moed-bench-*; do [ -e "$b" ] && vs+=("${b#bin/moed-bench-}"); done
 bin_of() { [ $1 = new ] && echo bin/moed-bench || echo bin/moed-bench-$1; }
-(lscpu | grep -E 'Model name|^CPU\(s\)|L1d|L2|L3'; uname -r
- for f in enabled defrag; do echo "thp $f: $(cat /sys/kernel/mm/transparent_hugepage/$f)"; done
- echo "variants: ${vs[*]}") > $OUT/sys.txt 2>&1
+(cpu_info; echo "variants: ${vs[*]}") > $OUT/sys.txt 2>&1
 log start
 one() { # $1 variant, $2 set:shape, $3 threads, $4 file
   echo "### $1 ${2%:*} ${2#*:} threads $3" >> $OUT/$4

@@ -7,26 +7,16 @@
 # 1-thread run was cut before its last shape twice), and a second round in the reverse order
 # follows while time is left: one run per shape cannot tell a kernel from the machine's drift.
 # Bundle: XZ_OPT="-1 -T2" ../shared/tools/device-pack .dev build/moed build/moed-bench \
-#           build/tests/test_kernels_avx512 -- config/tiny2.ini; cp docs/device-gemm.sh .dev/g.sh
-# Run:    tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh && BUDGET=500 bash .dev/g.sh
+#           build/tests/test_kernels_avx512 -- config/tiny2.ini; cp docs/device-*.sh .dev/
+# Run:    tar xJf .dev/bundle.tar.xz -C /tmp && . /tmp/bundle/env.sh &&
+#           BUDGET=500 bash .dev/device-gemm.sh
 #         (carry [".dev"], timeout_s 540). Writes 7 files: cpu.txt, peak.txt, gemm1.txt,
 #         gemmN.txt, gemm1b.txt, determinism.txt, progress.txt.
-# Self-contained (it travels alone, as .dev/g.sh), so it repeats device-run.sh's helpers.
 # SHAPES="set:shape ..." limits the tables to those shapes (default: all eight), for a run that
 # checks one change on the shapes it touches.
+BUDGET_DEFAULT=500; . "$(dirname "$0")/device-lib.sh" || exit 1 # NC, ISA, log, lim, reap, cpu_info
 cd /tmp/bundle
-NC=$(nproc)
-q=$(awk '$1 != "max" {print int(($1 + $2 - 1) / $2)}' /sys/fs/cgroup/cpu.max 2>/dev/null)
-[ -n "$q" ] && [ "$q" -ge 1 ] && [ "$q" -lt $NC ] && NC=$q
-ISA=avx2; grep -q avx512f /proc/cpuinfo && ISA=avx512
-END=$(($(date +%s) + ${BUDGET:-500}))
-log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
-lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 ? left : 1)) || echo $1; }
-reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null; true; }
-(lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
- grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
- echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"
- echo "thp: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"; uptime) > $OUT/cpu.txt 2>&1
+cpu_info > $OUT/cpu.txt 2>&1
 log start
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?
 if [ $ISA = avx512 ]; then

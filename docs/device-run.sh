@@ -6,27 +6,11 @@
 # ran in 327 s (1-thread gemm and layer then cut at 110 and 40 s, since raised), on 2026-11-27
 # in 383 s (1-thread gemm cut at 135 s, before its last shape). Measured there: see
 # docs/performance.md. If tar there lacks xz, python3's tarfile unpacks the bundle as well.
-# Do not set OMP_PROC_BIND: with several ranks it would pin them all to the same cores.
+# Helpers (NC, ISA, log, lim, reap, cpu_info): device-lib.sh, beside this file.
+BUDGET_DEFAULT=490; . "$(dirname "$0")/device-lib.sh" || exit 1
 cd /tmp/bundle
-NC=$(nproc)
-# a CPU quota (cgroup cpu.max) below the CPUs nproc sees: use the quota's whole CPUs
-q=$(awk '$1 != "max" {print int(($1 + $2 - 1) / $2)}' /sys/fs/cgroup/cpu.max 2>/dev/null)
-[ -n "$q" ] && [ "$q" -ge 1 ] && [ "$q" -lt $NC ] && NC=$q
-# The kernels' ISA: avx512 where the CPU has it, else avx2 (the lent machines change; an
-# AVX2-only host still gives the 16-core and P = 2..16 figures).
-ISA=avx2; grep -q avx512f /proc/cpuinfo && ISA=avx512
-END=$(($(date +%s) + ${BUDGET:-490}))
-log() { echo "$(date +%T) $*" >> $OUT/progress.txt; }
-# a step's limit: its own, or what is left of the budget, whichever is smaller (at least 1 s)
-lim() { local left=$((END - $(date +%s))); [ $left -lt $1 ] && echo $((left > 1 ? left : 1)) || echo $1; }
-# ranks a timed-out mpiexec left behind would spin on the cores the next benchmark times
-reap() { pkill -9 -f "bin/moed" 2>/dev/null; pkill -9 -f hydra_pmi_proxy 2>/dev/null; true; }
-(lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L1d|L2|L3|NUMA node\(s\)|MHz'
- grep -o 'avx512[a-z_0-9]*\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
- echo "threads NC=$NC ISA=$ISA nproc=$(nproc)"
- echo "thp: $(cat /sys/kernel/mm/transparent_hugepage/enabled)" # huge pages for the weights: madvise or always
- uname -r; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
- cat /sys/fs/cgroup/cpu.max 2>/dev/null; uptime) > $OUT/cpu.txt 2>&1
+(cpu_info; ldd --version | head -1; df -h /dev/shm; cat /proc/sys/kernel/yama/ptrace_scope
+ cat /sys/fs/cgroup/cpu.max 2>/dev/null) > $OUT/cpu.txt 2>&1
 log start
 timeout $(lim 25) bin/moed-bench peak > $OUT/peak.txt 2>&1; log peak $?
 if [ $ISA = avx512 ]; then
