@@ -33,6 +33,12 @@
 #define VF_LOADU _mm256_loadu_ps
 #define VF_STOREU _mm256_storeu_ps
 #define VF_FMA _mm256_fmadd_ps
+// Products of depth k <= 4 that store a C of at least KERN_STREAM_MIN_C floats write it with
+// streaming stores (driver.h, c_streams): below 5 cycles of FMAs per 64-byte line of C, writing
+// C is what bounds them (paired, 64 groups of dW = X^T dH, n = 1024 and 2816: k = 2
+// 1.13-1.41x, 4 1.06-1.27x, 6 0.97-1.21x, 8 0.89-1.08x).
+#define STREAM_MAX_K 4
+#define STREAM_FENCE _mm_sfence
 #define KERN_NAME "avx2"
 
 #include "compute/kernels/driver.h"
@@ -150,8 +156,9 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // innermost, one FMA per accumulator per p. The full 6x16 tile uses 12 accumulators, 2 B registers
 // and 1 broadcast register; the smaller ones exist so a partial tile costs less than a full one and
 // produce bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1
-// stores the sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p:
-// packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
+// stores the sum, 0 adds it to C; stream = 1 (a constant wherever the body is inlined) stores it
+// with streaming stores (driver.h, c_streams). Row i of A's tile is read at ap + i*ars and steps by
+// acs per p: packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
 // driver_wt.h). B's row p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in
 // place (its row stride; bip_pass in driver.h), which is then also stored, packed, at bc
 // [kc][NR] (64-byte aligned) when bc is not NULL.
@@ -177,15 +184,18 @@ ukr_step(int mr, int nv, __m256 acc[MR][2], const float* ap, long ars, const flo
 static inline __attribute__((always_inline)) void
 ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
          const float* restrict bp, long bsr, float* restrict bc, float* c, long ldc, int overwrite,
-         const ukr_pf_t* pf) {
+         int stream, const ukr_pf_t* pf) {
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < mr; i++) {
         acc[i][0] = _mm256_setzero_ps();
         acc[i][1] = _mm256_setzero_ps();
-        // C is read or written at the end: start bringing its lines in now.
-        _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char*)(c + i * ldc + 8 * nv - 1), _MM_HINT_T0);
+        // C is read or written at the end: start bringing its lines in now (unless the
+        // stores stream past the cache).
+        if (!stream) {
+            _mm_prefetch((const char*)(c + i * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char*)(c + i * ldc + 8 * nv - 1), _MM_HINT_T0);
+        }
     }
     int p = 0, n0, n1, gap = pf_lines(pf, kc, &n0, &n1);
     if (gap > 0) {
@@ -207,7 +217,10 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
         for (int v = 0; v < nv; v++) {
             float* cp = c + i * ldc + 8 * v;
             __m256 r = overwrite ? acc[i][v] : _mm256_add_ps(_mm256_loadu_ps(cp), acc[i][v]);
-            _mm256_storeu_ps(cp, r);
+            if (stream)
+                _mm256_stream_ps(cp, r); // 32-byte aligned: c_streams checked C's rows
+            else
+                _mm256_storeu_ps(cp, r);
         }
     }
 }
@@ -283,6 +296,7 @@ const kern_table_t kern_avx2_table = {
     .wc_max_m = WC_MAX_M,
     .rs_max_m = RS_MAX_M,
     .bip_max_m = BIP_MAX_M,
+    .stream_max_k = STREAM_MAX_K,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -122,6 +122,19 @@
 #define VF_LOADU simde_mm512_loadu_ps
 #define VF_STOREU simde_mm512_storeu_ps
 #define VF_FMA simde_mm512_fmadd_ps
+// Products of depth k <= 12 that store a C of at least KERN_STREAM_MIN_C floats write it with
+// streaming stores (driver.h, c_streams): below 6 cycles of FMAs per 64-byte line of C, writing
+// C is what bounds them. Paired on the Zen 5, 64 groups of dW = X^T dH, n = 1024 and 2816: k =
+// 2 1.30-1.45x, 4 1.32-1.61x, 8 1.25-1.44x, 10 1.12x (n = 2816), 12 1.07-1.23x, 14 1.01x, 16
+// 0.97-1.20x, 24 0.91-1.08x. SIMDe 0.7.4 has no 512-bit streaming store, so the emulated build
+// (tests only) stores normally: the same bits either way.
+#define STREAM_MAX_K 12
+#define STREAM_FENCE simde_mm_sfence
+#ifdef MOED_KERN_AVX512_EMULATED
+#define STREAM_PS simde_mm512_storeu_ps
+#else
+#define STREAM_PS _mm512_stream_ps
+#endif
 
 #include "compute/kernels/driver.h"
 
@@ -243,11 +256,12 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 // innermost, one FMA per accumulator per p. The full 12x32 tile uses 24 accumulators, 2 B registers
 // and a broadcast; the smaller ones exist so a partial tile costs less than a full one and produce
 // bit-identical values, since each accumulator sees the same FMA chain. overwrite = 1 stores the
-// sum, 0 adds it to C. Row i of A's tile is read at ap + i*ars and steps by acs per p: packed A (1,
-// MR), or the rows of a weight read in place (ldw, 1; the weight-rows path, driver_wt.h). B's row
-// p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in place (its row stride;
-// bip_pass in driver.h), which is then also stored, packed, at bc [kc][NR] (64-byte aligned)
-// when bc is not NULL.
+// sum, 0 adds it to C; stream = 1 (a constant wherever the body is inlined) stores it with
+// streaming stores (driver.h, c_streams). Row i of A's tile is read at ap + i*ars and steps by acs
+// per p: packed A (1, MR), or the rows of a weight read in place (ldw, 1; the weight-rows path,
+// driver_wt.h). B's row p is at bp + p*bsr: a packed panel (NR), or a weight's panel read in place
+// (its row stride; bip_pass in driver.h), which is then also stored, packed, at bc [kc][NR]
+// (64-byte aligned) when bc is not NULL.
 // ---------------------------------------------------------------------------------------------
 
 // One k step of the micro-tile: two loads of B, mr broadcasts of A, mr*nv FMAs.
@@ -271,15 +285,18 @@ static inline __attribute__((always_inline)) void ukr_step(int mr, int nv, simde
 static inline __attribute__((always_inline)) void
 ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
          const float* restrict bp, long bsr, float* restrict bc, float* c, long ldc, int overwrite,
-         const ukr_pf_t* pf) {
+         int stream, const ukr_pf_t* pf) {
     simde__m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
         acc[i][0] = simde_mm512_setzero_ps();
         acc[i][1] = simde_mm512_setzero_ps();
-        // C is read or written at the end: start bringing its lines in now.
-        simde_mm_prefetch((const char*)(c + i * ldc), SIMDE_MM_HINT_T0);
-        simde_mm_prefetch((const char*)(c + i * ldc + VL * nv - 1), SIMDE_MM_HINT_T0);
+        // C is read or written at the end: start bringing its lines in now (unless the
+        // stores stream past the cache).
+        if (!stream) {
+            simde_mm_prefetch((const char*)(c + i * ldc), SIMDE_MM_HINT_T0);
+            simde_mm_prefetch((const char*)(c + i * ldc + VL * nv - 1), SIMDE_MM_HINT_T0);
+        }
     }
     int p = 0, n0, n1, gap = pf_lines(pf, kc, &n0, &n1);
     if (gap > 0) {
@@ -302,7 +319,10 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
             float* cp = c + i * ldc + VL * v;
             simde__m512 r =
                 overwrite ? acc[i][v] : simde_mm512_add_ps(simde_mm512_loadu_ps(cp), acc[i][v]);
-            simde_mm512_storeu_ps(cp, r);
+            if (stream)
+                STREAM_PS(cp, r); // 64-byte aligned: c_streams checked C's rows
+            else
+                simde_mm512_storeu_ps(cp, r);
         }
     }
 }
@@ -474,6 +494,7 @@ const kern_table_t KERN_TABLE = {
     .wc_max_m = WC_MAX_M,
     .rs_max_m = RS_MAX_M,
     .bip_max_m = BIP_MAX_M,
+    .stream_max_k = STREAM_MAX_K,
     .sgemm = drv_sgemm,
     .sgemm_packed = drv_sgemm_packed,
     .gemm_swiglu = drv_gemm_swiglu,

@@ -48,7 +48,8 @@
 //   in place by the tiles, each prefetching the next, or with rows 2 or 4 KiB apart by the first
 //   tile only, which packs them for the others as it goes (bip_pass).
 // - Every micro-kernel call also prefetches its share of the next A block's source lines.
-// - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows.
+// - Short blocks (small k, e.g. dW = X^T dH of a small group) walk C along its rows, and at
+//   a depth of a few (STREAM_MAX_K) write its full tiles with streaming stores (c_streams).
 // - Pack buffers sit in huge pages (dispatch.c), so cache conflicts do not vary by run.
 //
 // Determinism: every C element is one FMA chain over p inside a KC block, starting from zero,
@@ -59,6 +60,8 @@
 // disjoint rectangles of C (whole run pairs when fused) and pack their own copies of A and B.
 #ifndef MOED_KERNELS_DRIVER_H
 #define MOED_KERNELS_DRIVER_H
+
+#include <stdint.h>
 
 #include "compute/kernels/kernels.h"
 
@@ -111,9 +114,10 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
                            long ldc, int overwrite, const ukr_pf_t* pf);
 // Full MR x NR tiles across np full panels of a packed B block (panel j at bp + j*NR*kc),
-// C[MR, np*NR] (+)= Ap * panels, each tile as ukr_any would compute it.
+// C[MR, np*NR] (+)= Ap * panels, each tile as ukr_any would compute it; with stream = 1 C = the
+// product, written with streaming stores (C 64-byte aligned, row stride a multiple of 16).
 static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
-                    int overwrite, const ukr_pf_t* pf);
+                    int overwrite, int stream, const ukr_pf_t* pf);
 #if BIP_MAX_M > 0
 // A full MR x NR (or smaller mr) tile with B a full panel of a row-major weight read in place,
 // row p at b + p*ldb, and stored packed at bc [kc][NR] unless bc is NULL: bip_pass's first tile.
@@ -204,6 +208,7 @@ typedef struct {
     float* bbuf;       // packed B block [np][kc][NR], or a ring of `ring` panels
     int ring;          // 0, or: panel j lives in slot j % ring (see panel_buf)
     int overwrite;
+    int stream;          // short_pass writes its full tiles with streaming stores (c_streams)
     int last;            // the last KC block: the fused epilogue runs
     pf_stream_t* next_a; // the next A block's source lines, or NULL
 } block_t;
@@ -452,13 +457,39 @@ static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
             j = full_end(g, blk, 0, blk->np);
             ukr_row(blk->kc, blk->abuf + (long)t * MR * blk->kc, panel_buf(blk, 0), j,
                     g->c[0] + (long)(blk->ic + ir) * g->ldc + (long)blk->qb * NR, g->ldc,
-                    blk->overwrite, &pf);
+                    blk->overwrite, blk->stream, &pf);
         }
         for (; j < blk->np; j++) {
             tile(g, blk, t, j, &pf);
             epilogue(g, blk, ir, mr, j);
         }
     }
+}
+
+// Whether C is written with streaming (non-temporal) stores, which write whole lines to memory
+// without first reading them in (the write-allocate) and without keeping them in cache. For a
+// product of depth k at most STREAM_MAX_K (the ISA file's: where the FMAs take only a few cycles
+// per 64-byte line of C, so that writing C bounds the product), one KC block that stores C once and
+// never reads it back, a plain C (not the fused H0 | H1, whose epilogue reads them back), and at
+// least KERN_STREAM_MIN_C floats, more than a core's L2 holds. That is dW = X^T dH of an expert
+// group of a few tokens (k = its rows): MiBs that the optimizer reads after the other groups'
+// products, by which time they are out of cache anyway; a normal store would first read each line
+// from memory, doubling the traffic. C's rows must start on 64-byte lines (row stride a multiple of
+// 16 floats), so every vector a tile stores is aligned, as the streaming stores want; otherwise C
+// is stored normally. Only short_pass's full tiles stream (the others are a sliver of C). The
+// same values either way: only where they are kept changes.
+#ifndef STREAM_MAX_K
+#define STREAM_MAX_K 0
+#define STREAM_FENCE() ((void)0)
+#endif
+#ifndef STREAM_FENCE
+#error "driver.h: an ISA file that sets STREAM_MAX_K defines STREAM_FENCE, its store fence"
+#endif
+
+static int c_streams(const gemm_args_t* g) {
+    return g->k <= STREAM_MAX_K && !g->accumulate && g->halves == 1 &&
+           (long)g->m * g->n >= KERN_STREAM_MIN_C && (uintptr_t)g->c[0] % 64 == 0 &&
+           g->ldc % 16 == 0;
 }
 
 // Panels per B block: NC's worth, in whole run pairs when fused.
@@ -468,7 +499,7 @@ static int block_panels(const gemm_args_t* g) {
 }
 
 static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, const kern_pack_t* pk) {
-    int ncp = block_panels(g), kb = kc_block(g->k);
+    int ncp = block_panels(g), kb = kc_block(g->k), stream = c_streams(g);
     for (int jc = q0; jc < q1; jc += ncp) {
         int np = MIN(ncp, q1 - jc);
         for (int pc = 0; pc < g->k; pc += kb) {
@@ -493,6 +524,7 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
                     .abuf = pk->a,
                     .bbuf = pk->b,
                     .overwrite = pc == 0 && !g->accumulate,
+                    .stream = stream,
                     .last = pc + kc == g->k,
                     .next_a = next_a.left > 0 ? &next_a : NULL,
                 };
@@ -516,6 +548,9 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
             }
         }
     }
+    // Streaming stores are weakly ordered: make them visible before the caller (or, past the
+    // parallel region's barrier, another thread) reads C.
+    if (stream) STREAM_FENCE();
 }
 
 #include "compute/kernels/driver_rs.h"

@@ -29,7 +29,8 @@ static void partition(const gemm_args_t* g, int nthreads, int* mt_out, int* nt_o
         // Bound by writing C: give each thread whole rows, so that each writes one
         // contiguous region instead of all threads interleaving within every row
         // (measured: 100 vs 70 GFLOP/s for 64 groups of dW = X^T dH, 32 tokens each, on
-        // 2 threads). Non-temporal stores of C were tried as well and were slower.
+        // 2 threads). Streaming stores of C were slower at k = 32; they pay only at a
+        // depth of a few (c_streams in driver.h).
         *mt_out = nthreads;
         *nt_out = 1;
         return;

@@ -1,8 +1,9 @@
 // The micro-kernel entry points of an ISA file, instantiated from its ukr_body. Included by
 // avx2.c and avx512.c after they define
-//   ukr_body(mr, nv, kc, ap, ars, acs, bp, bsr, bc, c, ldc, overwrite, pf)   the micro-tile:
-//       C[mr, nv vectors] (+)= A x B, row i of A's tile at ap + i*ars, stepped by acs per p, B's
-//       row p at bp + p*bsr (NR: a packed panel), and copied to bc [kc][NR] unless it is NULL
+//   ukr_body(mr, nv, kc, ap, ars, acs, bp, bsr, bc, c, ldc, overwrite, stream, pf)   the
+//       micro-tile: C[mr, nv vectors] (+)= A x B, row i of A's tile at ap + i*ars, stepped by
+//       acs per p, B's row p at bp + p*bsr (NR: a packed panel), and copied to bc [kc][NR]
+//       unless it is NULL; stream (a constant here) stores C with streaming stores
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
 // and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_row (a row of
@@ -22,7 +23,7 @@ typedef void (*ukr_fn)(int kc, const float* ap, const float* bp, float* c, long 
 #define UKR(M, V)                                                                                  \
     static void ukr_##M##x##V(int kc, const float* ap, const float* bp, float* c, long ldc,        \
                               int overwrite, const ukr_pf_t* pf) {                                 \
-        ukr_body(M, V, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, pf);                        \
+        ukr_body(M, V, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, 0, pf);                     \
     }
 // The swapped paths' tiles: A is a weight read in place, the tile written to ct [mr][NR].
 // The weight-rows path (driver_wt.h) reads row i at w + i*ldw walked along p (a weight read
@@ -33,7 +34,7 @@ typedef void (*ukrw_fn)(int kc, const float* w, long ldw, const float* bp, float
 #define UKR_INPLACE(NAME, M, V, ARS, ACS)                                                          \
     static void NAME##_##M##x##V(int kc, const float* w, long ldw, const float* bp, float* ct,     \
                                  int overwrite, const ukr_pf_t* pf) {                              \
-        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, NULL, ct, NR, overwrite, pf);                      \
+        ukr_body(M, V, kc, w, ARS, ACS, bp, NR, NULL, ct, NR, overwrite, 0, pf);                   \
     }
 #define UKRW(M, V) UKR_INPLACE(ukrw, M, V, ldw, 1)
 #define UKRC(M, V) UKR_INPLACE(ukrc, M, V, 1, ldw)
@@ -72,11 +73,18 @@ static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float*
 // bp + j*NR*kc), C's columns in order: the short blocks' walk along C's rows (driver.h,
 // short_pass). One call for the row instead of one per tile through ukr_any: a tile of a
 // short block is only kc = 32-63 k steps, so the per-call work (the table lookup, the
-// prefetch schedule) was a tenth of it.
+// prefetch schedule) was a tenth of it. stream = 1 stores C with streaming stores (c_streams),
+// in a loop of its own, so that the body's store mode is a constant in both: with it a
+// run-time choice, the short blocks that store normally ran 4-8% slower.
 static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
-                    int overwrite, const ukr_pf_t* pf) {
+                    int overwrite, int stream, const ukr_pf_t* pf) {
+    if (stream) {
+        for (int j = 0; j < np; j++, bp += (long)NR * kc, c += NR)
+            ukr_body(MR, 2, kc, ap, 1, MR, bp, NR, NULL, c, ldc, 1, 1, pf);
+        return;
+    }
     for (int j = 0; j < np; j++, bp += (long)NR * kc, c += NR)
-        ukr_body(MR, 2, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, pf);
+        ukr_body(MR, 2, kc, ap, 1, MR, bp, NR, NULL, c, ldc, overwrite, 0, pf);
 }
 
 #if BIP_MAX_M > 0
@@ -88,7 +96,7 @@ typedef void (*ukrb_fn)(int kc, const float* ap, const float* b, long ldb, float
 #define UKRB(M)                                                                                    \
     static void ukrb_##M(int kc, const float* ap, const float* b, long ldb, float* bc, float* c,   \
                          long ldc, int overwrite, const ukr_pf_t* pf) {                            \
-        ukr_body(M, 2, kc, ap, 1, MR, b, ldb, bc, c, ldc, overwrite, pf);                          \
+        ukr_body(M, 2, kc, ap, 1, MR, b, ldb, bc, c, ldc, overwrite, 0, pf);                       \
     }
 #define UKRB_ENTRY(M) ukrb_##M,
 TILE_ROWS(UKRB)

@@ -53,6 +53,8 @@ typedef void (*kern_swiglu_fwd_fn)(long n, const float* h0, const float* h1, flo
 typedef void (*kern_swiglu_bwd_fn)(long n, const float* h0, const float* h1, const float* da,
                                    float* dh0, float* dh1);
 
+#define KERN_STREAM_MIN_C (1L << 18) // floats of C (1 MiB): see stream_max_k below
+
 typedef struct {
     const char* name; // "ref", "avx2", "avx512"
     kern_isa_t isa;
@@ -73,6 +75,10 @@ typedef struct {
     // read B in place, without a packing pass (driver.h, bip_pass); 0: never. The bits are the
     // same either way.
     int bip_max_m;
+    // Products of depth k <= stream_max_k that store (not accumulate) an unfused C of at least
+    // KERN_STREAM_MIN_C floats with 64-byte aligned rows write it with streaming stores
+    // (driver.h, c_streams); 0: never. The bits are the same either way.
+    int stream_max_k;
     kern_sgemm_fn sgemm;
     kern_sgemm_packed_fn sgemm_packed;
     kern_gemm_swiglu_fn gemm_swiglu;

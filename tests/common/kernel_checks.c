@@ -448,6 +448,72 @@ void kc_check_rs_path(const kern_table_t* t) {
                     (int)(sizeof slices / sizeof slices[0]), "row-streaming path");
 }
 
+// C of a product of depth k <= stream_max_k written with streaming stores (compute/kernels/
+// driver.h, c_streams: C of at least KERN_STREAM_MIN_C floats, rows 64-byte aligned) against
+// the same product stored normally (the row stride made odd, so the rows are not aligned): the
+// same bits, every element written (C starts as NaN), nothing past n or outside C touched
+// (guard cells), and the double reference. At depths 1, 2 and stream_max_k (dW = X^T dH of a
+// group of that many tokens, and the other transposition cases) and one past it, where C is
+// stored normally; 1 and 2 threads, which split C by rows.
+void kc_check_stream_path(const kern_table_t* t) {
+    if (t->stream_max_k <= 0) return;
+    const int m = 300, n = 1000 - 3; // n: a partial last panel (temporary tile) on both ISAs
+    ck_assert_int_ge((long)m * n, KERN_STREAM_MIN_C);
+    const long lda = n + 11, ldo = n + 1; // aligned rows (a multiple of 16 floats), odd
+    const int ks[] = {1, 2, t->stream_max_k, t->stream_max_k + 1};
+    for (size_t s = 0; s < sizeof ks / sizeof ks[0]; s++)
+        for (int tab = 0; tab < 4; tab++) {
+            int k = ks[s], ta = tab / 2, tb = tab % 2;
+            if (k != t->stream_max_k && !(ta == 1 && tb == 0)) continue; // dW's case elsewhere
+            kc_strided_t a = kc_make_operand(m, k, ta, 1, 600 + s);
+            kc_strided_t b = kc_make_operand(k, n, tb, 2, 610 + s);
+            size_t rows = (size_t)m + 2;                               // guard, C, guard
+            float* cs = aligned_alloc(64, rows * lda * sizeof(float)); // [m + 2][lda]
+            float* co = malloc(rows * ldo * sizeof(float));            // [m + 2][ldo]
+            ck_assert_ptr_nonnull(cs);
+            ck_assert_ptr_nonnull(co);
+            for (size_t i = 0; i < rows * lda; i++) cs[i] = GUARD;
+            for (size_t i = 0; i < rows * ldo; i++) co[i] = GUARD;
+            for (int i = 1; i <= m; i++)
+                for (int j = 0; j < n; j++) cs[i * lda + j] = co[i * ldo + j] = NAN;
+            ck_assert_int_eq((uintptr_t)(cs + lda) % 64, 0);
+            for (int th = 1; th <= 2; th++) {
+                set_threads(th);
+                t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, cs + lda, lda, 0);
+                t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, co + ldo, ldo, 0);
+                for (int i = 1; i <= m; i++)
+                    ck_assert_msg(memcmp(cs + i * lda, co + i * ldo, (size_t)n * sizeof(float)) ==
+                                      0,
+                                  "%s m=%d n=%d k=%d %c%c, %d threads: row %d differs between "
+                                  "streaming and normal stores",
+                                  t->name, m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', th, i - 1);
+            }
+            set_threads(1);
+            for (size_t r = 0; r < rows; r++)
+                for (long j = 0; j < lda; j++) {
+                    int inside = r >= 1 && r <= (size_t)m && j < n;
+                    ck_assert_msg(inside || memcmp(&cs[r * lda + j], &GUARD, sizeof GUARD) == 0,
+                                  "%s m=%d n=%d k=%d: streaming wrote outside C (row %ld col %ld)",
+                                  t->name, m, n, k, (long)r - 1, j);
+                }
+            double* want = malloc((size_t)m * n * sizeof(double)); // [m][n]
+            float* got = malloc((size_t)m * n * sizeof(float));    // [m][n]
+            tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, want, n);
+            for (int i = 0; i < m; i++)
+                memcpy(got + (long)i * n, cs + (i + 1) * lda, (size_t)n * sizeof(float));
+            double err = tu_rel_err_fd(got, want, (long)m * n);
+            ck_assert_msg(err <= 1e-5 * sqrt((double)k + 1.0) + 1e-6,
+                          "%s m=%d n=%d k=%d %c%c: rel err %.3g", t->name, m, n, k, ta ? 'T' : 'N',
+                          tb ? 'T' : 'N', err);
+            free(want);
+            free(got);
+            free(cs);
+            free(co);
+            free(a.buf);
+            free(b.buf);
+        }
+}
+
 // Called from inside a parallel region, each caller runs single-threaded on its own pack
 // buffers and gets the same bits as a plain call.
 void kc_check_inside_parallel_region(const kern_table_t* t) {

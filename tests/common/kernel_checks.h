@@ -56,6 +56,9 @@ void kc_check_wc_path(const kern_table_t* t);
 void kc_check_rs_path(const kern_table_t* t);
 // The same for nn products of at most bip_max_m rows (the in-place first pass).
 void kc_check_bip_path(const kern_table_t* t);
+// Products of depth up to stream_max_k whose C is written with streaming stores give the bits
+// of the same products stored normally, and write nothing outside C.
+void kc_check_stream_path(const kern_table_t* t);
 // Calls from inside a parallel region: each on its own pack buffers, same bits.
 void kc_check_inside_parallel_region(const kern_table_t* t);
 

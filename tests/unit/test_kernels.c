@@ -127,6 +127,7 @@ ISA_TEST(test_wt_path, kc_check_wt_path)
 ISA_TEST(test_wc_path, kc_check_wc_path)
 ISA_TEST(test_rs_path, kc_check_rs_path)
 ISA_TEST(test_bip_path, kc_check_bip_path)
+ISA_TEST(test_stream_path, kc_check_stream_path)
 ISA_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
 ISA_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
 ISA_TEST(test_pack_b_part, kc_check_pack_b_part)
@@ -208,6 +209,7 @@ static Suite* kernels_suite(void) {
     tcase_add_loop_test(tc, test_wc_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_rs_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_bip_path, 0, KERN_N_ISA);
+    tcase_add_loop_test(tc, test_stream_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_pack_b_part, 0, KERN_N_ISA);

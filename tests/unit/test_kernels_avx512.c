@@ -119,6 +119,7 @@ TABLE_TEST(test_wt_path, kc_check_wt_path)
 TABLE_TEST(test_wc_path, kc_check_wc_path)
 TABLE_TEST(test_rs_path, kc_check_rs_path)
 TABLE_TEST(test_bip_path, kc_check_bip_path)
+TABLE_TEST(test_stream_path, kc_check_stream_path)
 TABLE_TEST(test_inside_parallel_region, kc_check_inside_parallel_region)
 TABLE_TEST(test_gemm_swiglu, kc_check_gemm_swiglu)
 TABLE_TEST(test_pack_b_part, kc_check_pack_b_part)
@@ -184,6 +185,7 @@ static Suite* kernels_avx512_suite(void) {
     tcase_add_loop_test(tc, test_wc_path, 0, T_N);
     tcase_add_loop_test(tc, test_rs_path, 0, T_N);
     tcase_add_loop_test(tc, test_bip_path, 0, T_N);
+    tcase_add_loop_test(tc, test_stream_path, 0, T_N);
     tcase_add_loop_test(tc, test_inside_parallel_region, 0, T_N);
     tcase_add_loop_test(tc, test_gemm_swiglu, 0, T_N);
     tcase_add_loop_test(tc, test_pack_b_part, 0, T_N);
