@@ -114,10 +114,12 @@ static void pack_b_panel(int kc, int nr, const float* b, long rsb, long csb, flo
 static inline void ukr_any(int mr, int nr, int kc, const float* ap, const float* bp, float* c,
                            long ldc, int overwrite, const ukr_pf_t* pf);
 // Full MR x NR tiles across np full panels of a packed B block (panel j at bp + j*NR*kc),
-// C[MR, np*NR] (+)= Ap * panels, each tile as ukr_any would compute it; with stream = 1 C = the
+// C[MR, np*NR] (+)= Ap * panels, each tile as ukr_any would compute it; ukr_row_stream: C = the
 // product, written with streaming stores (C 64-byte aligned, row stride a multiple of 16).
 static void ukr_row(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
-                    int overwrite, int stream, const ukr_pf_t* pf);
+                    int overwrite, const ukr_pf_t* pf);
+static void ukr_row_stream(int kc, const float* ap, const float* bp, int np, float* c, long ldc,
+                           const ukr_pf_t* pf);
 #if BIP_MAX_M > 0
 // A full MR x NR (or smaller mr) tile with B a full panel of a row-major weight read in place,
 // row p at b + p*ldb, and stored packed at bc [kc][NR] unless bc is NULL: bip_pass's first tile.
@@ -455,9 +457,12 @@ static void short_pass(const gemm_args_t* g, const block_t* blk, int pack_b) {
         int ir, mr = tile_rows(blk->mc, t, &ir), j = 0;
         if (mr == MR && g->halves == 1 && !blk->ring) { // full tiles in one call (ukr_row)
             j = full_end(g, blk, 0, blk->np);
-            ukr_row(blk->kc, blk->abuf + (long)t * MR * blk->kc, panel_buf(blk, 0), j,
-                    g->c[0] + (long)(blk->ic + ir) * g->ldc + (long)blk->qb * NR, g->ldc,
-                    blk->overwrite, blk->stream, &pf);
+            const float* ap = blk->abuf + (long)t * MR * blk->kc;
+            float* c = g->c[0] + (long)(blk->ic + ir) * g->ldc + (long)blk->qb * NR;
+            if (blk->stream)
+                ukr_row_stream(blk->kc, ap, panel_buf(blk, 0), j, c, g->ldc, &pf);
+            else
+                ukr_row(blk->kc, ap, panel_buf(blk, 0), j, c, g->ldc, blk->overwrite, &pf);
         }
         for (; j < blk->np; j++) {
             tile(g, blk, t, j, &pf);
