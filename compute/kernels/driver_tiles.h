@@ -7,10 +7,11 @@
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
 // and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_row (a row of
-// them), ukr_bip (a tile on B in place), ukr_wt and ukr_wc
-// (the swapped paths', driver_wt.h and driver_wc.h). Each is a table of kernels with compile-time
-// rows and vectors, so that a partial tile costs less than a full one; every one runs each
-// element's FMA chain the same way, so an element's bits do not depend on the tile or the path.
+// them; ukr_row_stream the same with streaming stores), ukr_bip (a tile on B in place), ukr_wt
+// and ukr_wc (the swapped paths', driver_wt.h and driver_wc.h). Each is a table of kernels with
+// compile-time rows and vectors, so that a partial tile costs less than a full one; every one
+// runs each element's FMA chain the same way, so an element's bits do not depend on the tile or
+// the path.
 #ifndef MOED_KERNELS_DRIVER_TILES_H
 #define MOED_KERNELS_DRIVER_TILES_H
 
