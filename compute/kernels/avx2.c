@@ -36,7 +36,7 @@
 // Products of depth k <= 4 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 5 cycles of FMAs per 64-byte line of C, writing
 // C is what bounds them (paired, 64 groups of dW = X^T dH, n = 1024 and 2816: k = 2
-// 1.13-1.41x, 4 1.06-1.27x, 6 0.97-1.21x, 8 0.89-1.08x).
+// 1.07-1.41x, 4 1.02-1.34x, 6 0.97-1.21x, 8 0.89-1.08x; docs/performance.md).
 #define STREAM_MAX_K 4
 #define STREAM_FENCE _mm_sfence
 #define KERN_NAME "avx2"

@@ -125,9 +125,10 @@
 // Products of depth k <= 12 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 6 cycles of FMAs per 64-byte line of C, writing
 // C is what bounds them. Paired on the Zen 5, 64 groups of dW = X^T dH, n = 1024 and 2816: k =
-// 2 1.30-1.45x, 4 1.32-1.61x, 8 1.25-1.44x, 10 1.12x (n = 2816), 12 1.07-1.23x, 14 1.01x, 16
-// 0.97-1.20x, 24 0.91-1.08x. SIMDe 0.7.4 has no 512-bit streaming store, so the emulated build
-// (tests only) stores normally: the same bits either way.
+// 2 1.30-1.57x, 4 1.30-1.71x, 8 1.09-1.74x, 10 1.12-1.19x (n = 2816), 12 0.95-1.33x (median
+// 1.07 at n = 2816), 14 1.01x, 16 0.97-1.20x, 24 0.91-1.08x (docs/performance.md). SIMDe 0.7.4 has
+// no 512-bit streaming store, so the emulated build (tests only) stores normally: the same bits
+// either way.
 #define STREAM_MAX_K 12
 #define STREAM_FENCE simde_mm_sfence
 #ifdef MOED_KERN_AVX512_EMULATED
