@@ -23,6 +23,21 @@ void kc_set_threads(int t) {
 
 static const float GUARD = -7777.0f; // C padding; any write to it is a bug
 
+// Relative error allowed against the double reference for a float product of depth k.
+static double gemm_tol(int k) { return 1e-5 * sqrt((double)k + 1.0) + 1e-6; }
+
+// The first cell of cbuf [rows][ldc] (a guard row, C's m rows, a guard row) outside C's m x n
+// that no longer holds GUARD, as r * ldc + j, or -1.
+static long guard_hit(const float* cbuf, long rows, long ldc, int m, int n) {
+    for (long r = 0; r < rows; r++)
+        for (long j = 0; j < ldc; j++) {
+            int inside = r >= 1 && r <= m && j < n;
+            if (!inside && memcmp(&cbuf[r * ldc + j], &GUARD, sizeof GUARD) != 0)
+                return r * ldc + j;
+        }
+    return -1;
+}
+
 kc_strided_t kc_make_operand(int rows, int cols, int trans, int pad, uint64_t seed) {
     kc_strided_t x;
     // Stored as [rows][cols + pad] when not transposed, as [cols][rows + pad] when it is.
@@ -109,19 +124,11 @@ void kc_check_case(const kern_table_t* t, int m, int n, int k, int ta, int tb, i
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) got[(long)i * n + j] = c[i * ldc + j];
     double err = tu_rel_err_fd(got, want, (long)m * n);
-    double tol = 1e-5 * sqrt((double)k + 1.0) + 1e-6;
+    double tol = gemm_tol(k);
     ck_assert_msg(err <= tol, "%s m=%d n=%d k=%d %c%c acc=%d: rel err %.3g > %.3g", t->name, m, n,
                   k, ta ? 'T' : 'N', tb ? 'T' : 'N', accumulate, err, tol);
 
-    long bad = -1;
-    for (long r = 0; r < rows && bad < 0; r++)
-        for (long j = 0; j < ldc; j++) {
-            int inside = r >= 1 && r <= m && j < n;
-            if (!inside && memcmp(&cbuf[r * ldc + j], &GUARD, sizeof GUARD) != 0) {
-                bad = r * ldc + j;
-                break;
-            }
-        }
+    long bad = guard_hit(cbuf, rows, ldc, m, n);
     ck_assert_msg(bad < 0, "%s m=%d n=%d k=%d %c%c acc=%d: wrote outside C (row %ld col %ld)",
                   t->name, m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', accumulate, bad / ldc - 1,
                   bad % ldc);
@@ -214,8 +221,8 @@ void kc_check_general_strides(const kern_table_t* t) {
         t->sgemm(m, n, k, a, rsa, csa, b, rsb, csb, c, n, 0);
         tu_dgemm(m, n, k, a, rsa, csa, b, rsb, csb, want, n);
         double err = tu_rel_err_fd(c, want, (long)m * n);
-        ck_assert_msg(err <= 1e-5 * sqrt((double)k + 1.0) + 1e-6,
-                      "%s m=%d n=%d k=%d strided: rel err %.3g", t->name, m, n, k, err);
+        ck_assert_msg(err <= gemm_tol(k), "%s m=%d n=%d k=%d strided: rel err %.3g", t->name, m, n,
+                      k, err);
         free(a);
         free(b);
         free(c);
@@ -489,22 +496,17 @@ void kc_check_stream_path(const kern_table_t* t) {
                                   t->name, m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', th, i - 1);
             }
             set_threads(1);
-            for (size_t r = 0; r < rows; r++)
-                for (long j = 0; j < lda; j++) {
-                    int inside = r >= 1 && r <= (size_t)m && j < n;
-                    ck_assert_msg(inside || memcmp(&cs[r * lda + j], &GUARD, sizeof GUARD) == 0,
-                                  "%s m=%d n=%d k=%d: streaming wrote outside C (row %ld col %ld)",
-                                  t->name, m, n, k, (long)r - 1, j);
-                }
+            long bad = guard_hit(cs, (long)rows, lda, m, n);
+            ck_assert_msg(bad < 0, "%s m=%d n=%d k=%d: streaming wrote outside C (row %ld col %ld)",
+                          t->name, m, n, k, bad / lda - 1, bad % lda);
             double* want = malloc((size_t)m * n * sizeof(double)); // [m][n]
             float* got = malloc((size_t)m * n * sizeof(float));    // [m][n]
             tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, want, n);
             for (int i = 0; i < m; i++)
                 memcpy(got + (long)i * n, cs + (i + 1) * lda, (size_t)n * sizeof(float));
             double err = tu_rel_err_fd(got, want, (long)m * n);
-            ck_assert_msg(err <= 1e-5 * sqrt((double)k + 1.0) + 1e-6,
-                          "%s m=%d n=%d k=%d %c%c: rel err %.3g", t->name, m, n, k, ta ? 'T' : 'N',
-                          tb ? 'T' : 'N', err);
+            ck_assert_msg(err <= gemm_tol(k), "%s m=%d n=%d k=%d %c%c: rel err %.3g", t->name, m, n,
+                          k, ta ? 'T' : 'N', tb ? 'T' : 'N', err);
             free(want);
             free(got);
             free(cs);
@@ -639,7 +641,7 @@ static void check_fused_case(const kern_table_t* t, int m, int n, int k, int ta,
     for (int q = 0; q < 2; q++) w[q] = malloc(mn * sizeof(double));
     tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b0.buf, b0.rs, b0.cs, w[0], n);
     tu_dgemm(m, n, k, a.buf, a.rs, a.cs, b1.buf, b1.rs, b1.cs, w[1], n);
-    double tol = 1e-5 * sqrt((double)k + 1.0) + 1e-6;
+    double tol = gemm_tol(k);
     for (int q = 0; q < 2; q++) {
         double e = tu_rel_err_fd(r[q], w[q], (long)m * n);
         ck_assert_msg(e <= tol, "%s fused m=%d n=%d k=%d: h%d rel err %.3g", t->name, m, n, k, q,
