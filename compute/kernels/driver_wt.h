@@ -40,7 +40,16 @@
 //   panel when every panel is full (m a multiple of NR: the groups of a capacity-padded
 //   layer), with the next tile's weight rows prefetched (WT_PREFETCH_NEXT, below), so that the
 //   short rows' streams do not restart cold (avx2, k = 512: 32 rows 1.15-1.18x, 48 and 64
-//   1.04-1.07x; with a partial last panel, 17-62 rows, 0.81-1.07x, so not those).
+//   1.04-1.07x; with a partial last panel, 17-62 rows, 0.81-1.07x, so not those);
+// - and more than WT_PARTIAL_MAX_PANELS panels only when every panel is full. A panel's lanes
+//   are computed whether A has rows for them or not, so a partly empty last panel wastes FMAs
+//   (m = 68 on avx512: 80 lanes computed for 68 rows), where the blocked loops' row tiles
+//   waste none and, past two panels, share each transposed B panel among enough tiles to
+//   repay packing it. Paired, 64 groups from memory, the blocked loops against the path with
+//   a partial last panel: avx512 (3-4 panels, 65-113 rows, k = 512-2816) 1.02-1.20x, 2 panels
+//   0.88-1.09x (36 and 52 rows gain, 40, 44 and 60 lose); avx2 (3-4 panels, 36-60 rows, k =
+//   1024-2816) 1.00-1.15x, 2 panels (20-28 rows) 0.88-1.08x. Full panels stay (avx512, 128
+//   rows: the path 1.07-1.14x at k = 512-1024, 0.98x at 2816).
 // With WT_PREFETCH_NEXT (an ISA file's choice) the tiles of a product of several full panels
 // prefetch the next tile's weight rows, a KC block at a time, during their first panel: each
 // weight row is a 4 KiB page or less at these shapes, and the hardware's stream prefetcher
@@ -56,17 +65,23 @@
 #ifndef WT_FULL_MIN_K
 #define WT_FULL_MIN_K WT_MIN_K
 #endif
+#ifndef WT_PARTIAL_MAX_PANELS
+#define WT_PARTIAL_MAX_PANELS 2
+#endif
 #define WT_MAX_M (WT_MAX_PANELS * NR)
 
 // Whether the product takes this path: B column-major (a transposed weight), not fused, not
 // pre-packed, m within WT_MAX_M (within NR below a depth of WT_MIN_K, or of WT_FULL_MIN_K
-// when m is a multiple of NR), and A's transposed panels (k x NR floats each) fit in the
-// thread's B pack buffer, which this path does not otherwise use.
+// when m is a multiple of NR; within WT_PARTIAL_MAX_PANELS * NR unless it is a multiple of
+// NR), and A's transposed panels (k x NR floats each) fit in the thread's B pack buffer,
+// which this path does not otherwise use.
 static int wt_applies(const gemm_args_t* g, size_t b_floats) {
     long panels = (g->m + NR - 1) / NR;
-    int deep = g->k >= WT_MIN_K || (g->k >= WT_FULL_MIN_K && g->m % NR == 0);
+    int full = g->m % NR == 0;
+    int deep = g->k >= WT_MIN_K || (g->k >= WT_FULL_MIN_K && full);
     return g->halves == 1 && !g->bpre && g->rsb == 1 && g->csb != 1 && g->m <= WT_MAX_M &&
-           (panels == 1 || deep) && (size_t)g->k * panels * NR <= b_floats;
+           (panels == 1 || deep) && (full || panels <= WT_PARTIAL_MAX_PANELS) &&
+           (size_t)g->k * panels * NR <= b_floats;
 }
 
 // C's tile to and from ct, element by element: the ISA files' ct_load and ct_store for tiles
