@@ -293,10 +293,12 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
         acc[i][0] = simde_mm512_setzero_ps();
         acc[i][1] = simde_mm512_setzero_ps();
         // C is read or written at the end: start bringing its lines in now (unless the
-        // stores stream past the cache).
+        // stores stream past the cache). prefetcht0 through the builtin: SIMDe 0.7.4 hands its
+        // own hint numbers to _mm_prefetch in the native build, so its HINT_T0 (1) became
+        // prefetcht2 (GCC's _MM_HINT_T2 is 1).
         if (!stream) {
-            simde_mm_prefetch((const char*)(c + i * ldc), SIMDE_MM_HINT_T0);
-            simde_mm_prefetch((const char*)(c + i * ldc + VL * nv - 1), SIMDE_MM_HINT_T0);
+            __builtin_prefetch(c + i * ldc, 0, 3);
+            __builtin_prefetch(c + i * ldc + VL * nv - 1, 0, 3);
         }
     }
     int p = 0, n0, n1, gap = pf_lines(pf, kc, &n0, &n1);
