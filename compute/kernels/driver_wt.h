@@ -48,7 +48,7 @@
 //   repay packing it. Paired, 64 groups from memory, the blocked loops against the path with
 //   a partial last panel: avx512 (3-4 panels, 65-113 rows, k = 512-2816) 1.02-1.20x, 2 panels
 //   0.88-1.09x (36 and 52 rows gain, 40, 44 and 60 lose); avx2 (3-4 panels, 36-60 rows, k =
-//   1024-2816) 1.00-1.15x, 2 panels (20-28 rows) 0.88-1.08x. Full panels stay (avx512, 128
+//   1024-2816) 0.98-1.15x, 2 panels (20-28 rows) 0.88-1.08x. Full panels stay (avx512, 128
 //   rows: the path 1.07-1.14x at k = 512-1024, 0.98x at 2816).
 // With WT_PREFETCH_NEXT (an ISA file's choice) the tiles of a product of several full panels
 // prefetch the next tile's weight rows, a KC block at a time, during their first panel: each
