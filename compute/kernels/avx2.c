@@ -27,12 +27,20 @@
 #define RS_MAX_M 12
 #define RS_ROWS 3
 #define RS_MA 4
-#define VF __m256 // the vector operations driver_rs.h's loop is written with
+#define VF __m256 // the vector operations of driver_rs.h's loop and driver_tiles.h's tp_body
 #define VF_SET1 _mm256_set1_ps
 #define VF_ZERO _mm256_setzero_ps
 #define VF_LOADU _mm256_loadu_ps
 #define VF_STOREU _mm256_storeu_ps
 #define VF_FMA _mm256_fmadd_ps
+#define VF_ADD _mm256_add_ps
+// The transposing path (driver_tp.h) serves the `nt` products of at most MR rows, 8 weight rows a
+// tile, through transpose8. Paired against the weight-rows path, which took them (64 groups,
+// weights in memory, n x k = 1024 x 512, 512 x 1024, 2816 x 1024 and 1024 x 2816): 1-4 rows
+// 1.5-1.6x, 6 rows 1.3-1.4x. Past MR rows, two passes over each tile lost: 7-12 rows
+// 0.82-0.97x.
+#define TP_MAX_M MR
+#define TRANSPOSE_VL transpose8
 // Products of depth k <= 4 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 5 cycles of FMAs per 64-byte line of C, writing
 // C is what bounds them (paired, 64 groups of dW = X^T dH, n = 1024 and 2816: k = 2
@@ -294,6 +302,7 @@ const kern_table_t kern_avx2_table = {
     .wt_full_min_k = WT_FULL_MIN_K,
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
+    .tp_max_m = TP_MAX_M,
     .rs_max_m = RS_MAX_M,
     .bip_max_m = BIP_MAX_M,
     .stream_max_k = STREAM_MAX_K,

@@ -112,7 +112,8 @@
 // per pass over 6 weight rows (24 broadcasts, 4 sums and a weight vector in the 32 zmm): each
 // weight vector feeds 4 FMAs. Paired against a row per pass over 8 weight rows (up to 8 rows)
 // and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x; at
-// 14 the blocked loops win (0.92-1.00x). Its loop is written with these vector operations.
+// 14 the blocked loops win (0.92-1.00x). Its loop, and driver_tiles.h's tp_body, are written
+// with these vector operations.
 #define RS_MAX_M 13
 #define RS_ROWS 6
 #define RS_MA 4
@@ -122,6 +123,14 @@
 #define VF_LOADU simde_mm512_loadu_ps
 #define VF_STOREU simde_mm512_storeu_ps
 #define VF_FMA simde_mm512_fmadd_ps
+#define VF_ADD simde_mm512_add_ps
+// The transposing path (driver_tp.h) serves the `nt` products of at most MR rows, 16 weight rows
+// a tile, through transpose16. Paired against the weight-rows path, which took them (64 groups,
+// weights in memory, n x k = 1024 x 512, 512 x 1024 and 1024 x 2816): 1-2 rows 1.4-1.6x, 4
+// rows 1.3-1.6x, 8 rows 1.4-1.5x, 12 rows 1.2-1.3x. Past MR rows, two passes over each tile
+// (re-reading and re-transposing it) lost: 13-24 rows 0.88-1.02x.
+#define TP_MAX_M MR
+#define TRANSPOSE_VL transpose16
 // Products of depth k <= 12 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 6 cycles of FMAs per 64-byte line of C, writing
 // C is what bounds them. Paired on the Zen 5, 64 groups of dW = X^T dH, n = 1024 and 2816: k =
@@ -495,6 +504,7 @@ const kern_table_t KERN_TABLE = {
     .wt_full_min_k = WT_FULL_MIN_K,
     .wc_min_m = WC_MIN_M,
     .wc_max_m = WC_MAX_M,
+    .tp_max_m = TP_MAX_M,
     .rs_max_m = RS_MAX_M,
     .bip_max_m = BIP_MAX_M,
     .stream_max_k = STREAM_MAX_K,

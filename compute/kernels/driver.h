@@ -8,8 +8,9 @@
 // and before it defines the functions declared below (its packers, micro-kernel and SwiGLU
 // tile), which the loops here call. Everything is static: each ISA file gets its own copy,
 // compiled with its instruction set. This file holds the blocked loops and the packing
-// schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_wt.h the
-// weight-rows path of the transposed-weight products of few rows, driver_wc.h the
+// schedule; driver_prefetch.h the prefetch streams the micro-kernels issue, driver_tp.h the
+// transposing path of the transposed-weight products of the fewest rows, driver_wt.h the
+// weight-rows path of those of a few more, driver_wc.h the
 // weight-columns path of the row-major ones, driver_rs.h the row-streaming path of the
 // row-major ones of very few rows, driver_run.h the thread
 // partition and the table's entry points (all included from here).
@@ -37,8 +38,10 @@
 //   (first_pass): a piece of the next panels is packed before each micro-tile, and the
 //   micro-kernel prefetches the source lines of the piece after, spread over its k loop.
 // - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
-// - Or B is a transposed weight (the backward's dA, dX) and m small: no B packing at all, the
-//   weight rows streamed whole in place (driver_wt.h).
+// - Or B is a transposed weight (the backward's dA, dX) and m at most MR: no B packing, the
+//   weight rows streamed whole in place and transposed in registers (driver_tp.h).
+// - Or B is a transposed weight and m small: no B packing at all, the weight rows streamed whole
+//   in place, broadcast against A's rows in the vector lanes (driver_wt.h).
 // - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
 //   (avx512 on AMD CPUs: 25-32 rows): no B packing either, the weight's columns read in place as
 //   broadcasts (driver_wc.h).
@@ -131,6 +134,11 @@ static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long
 // prefetches: the weight-rows path (driver_wt.h).
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite, const ukr_pf_t* pf);
+// C[m, rows] (+)= A[m, kc] x Wᵀ for m <= MR rows of A, packed (ap [kc][MR]), and rows <= VL
+// rows of a row-major weight read in place (row j at w + j*ldw), transposed in registers: the
+// transposing path (driver_tp.h).
+static inline void ukr_tp(int m, int rows, int kc, const float* ap, const float* w, long ldw,
+                          float* c, long ldc, int overwrite, long rem, long next);
 // The same with column i of the tile at w + i, walked along p by ldw: mr consecutive columns
 // of a row-major weight (the weight-columns path, driver_wc.h).
 static inline void ukr_wc(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
@@ -559,6 +567,7 @@ static void gemm_rect(const gemm_args_t* g, int m0, int m1, int q0, int q1, cons
 }
 
 #include "compute/kernels/driver_rs.h"
+#include "compute/kernels/driver_tp.h"
 #include "compute/kernels/driver_wc.h"
 #include "compute/kernels/driver_wt.h"
 

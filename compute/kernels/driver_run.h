@@ -86,6 +86,7 @@ static const kern_pack_t* pack_for(int tid) {
 // threads in whole tiles of MR.
 typedef void (*path_fn)(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk);
 static path_fn small_m_path(const gemm_args_t* g, const kern_pack_t* pk) {
+    if (tp_applies(g, pk->a_floats)) return tp_run;
     if (wt_applies(g, pk->b_floats)) return wt_run;
     if (wc_applies(g, pk->b_floats)) return wc_run;
     if (rs_applies(g)) return rs_run;

@@ -60,7 +60,8 @@ typedef struct {
     kern_isa_t isa;
     int mr, nr;     // micro-tile (register block)
     int mc, kc, nc; // cache blocks
-    // nt products (B column-major) of at most wt_max_m rows, and of more than nr rows only at
+    // nt products (B column-major) of more than tp_max_m and at most wt_max_m rows, and of more
+    // than nr rows only at
     // a depth k >= wt_min_k, or k >= wt_full_min_k when m is a multiple of nr, and of more
     // than 2 * nr rows only when m is a multiple of nr, read B in place
     // (compute/kernels/driver_wt.h); wt_max_m = 0: never. The bits are the same either way.
@@ -69,6 +70,9 @@ typedef struct {
     // (compute/kernels/driver_wc.h); wc_max_m = 0: never. avx512 takes it on AMD CPUs only
     // (avx512.c says why; its emulated test build everywhere). The bits are the same either way.
     int wc_min_m, wc_max_m;
+    // nt products (B column-major) of at most tp_max_m rows read B in place, transposing it in
+    // registers (compute/kernels/driver_tp.h); 0: never. The bits are the same either way.
+    int tp_max_m;
     // nn products of at most rs_max_m rows, fused or not, stream B's rows whole
     // (compute/kernels/driver_rs.h); 0: never. The bits are the same either way.
     int rs_max_m;

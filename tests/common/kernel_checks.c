@@ -302,16 +302,13 @@ void kc_check_position_invariance(const kern_table_t* t) {
     }
 }
 
-// The nt products (B column-major) of at most wt_max_m rows take the weight-rows path
-// (compute/kernels/driver_wt.h), larger ones the blocked loops. Both must give every element
-// the same bits: a product too tall for the path, then its rows again in slices that take it
-// (whole, partial and single lane panels), in both accumulate modes and for 1 and 2 threads.
-// A too: the path packs it transposed, column-major or not. At a depth k where slices of
-// several panels take the path (k >= wt_min_k), and where only those whose panels are all full
-// do (wt_full_min_k <= k < wt_min_k).
-static void wt_slices_match(const kern_table_t* t, int k) {
-    int wm = t->wt_max_m, m = 2 * wm + 7, n = 3 * t->mr + 5;
-    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, 2 * t->nr, t->nr + 3, wm - 1};
+// An nt product (B column-major: a transposed weight, column stride k + 3) of m rows, with A
+// in both layouts, in both accumulate modes, computed whole on one thread and again in row
+// slices of slices[] (cycled) on 1 and 2 threads: every row of C must have the same bits. With
+// m too tall for a small-m path and slices that take it (and some that do not), this holds the
+// path to the blocked loops' bits.
+static void nt_slices_match(const kern_table_t* t, int m, int n, int k, const int* slices, int ns,
+                            const char* path) {
     for (int ta = 0; ta < 2; ta++)
         for (int acc = 0; acc < 2; acc++) {
             kc_strided_t a = kc_make_operand(m, k, ta, 1, 71 + ta);
@@ -325,10 +322,8 @@ static void wt_slices_match(const kern_table_t* t, int k) {
             set_threads(1);
             t->sgemm(m, n, k, a.buf, a.rs, a.cs, b.buf, b.rs, b.cs, full, n, acc);
             memcpy(part, c0, cn * sizeof(float));
-            int i0 = 0;
-            for (int s = 0; i0 < m; s++) {
-                int rows = slices[s % (int)(sizeof slices / sizeof slices[0])];
-                if (rows > m - i0) rows = m - i0;
+            for (int i0 = 0, s = 0; i0 < m; s++) {
+                int rows = slices[s % ns] < m - i0 ? slices[s % ns] : m - i0;
                 set_threads(1 + s % 2);
                 t->sgemm(rows, n, k, a.buf + i0 * a.rs, a.rs, a.cs, b.buf, b.rs, b.cs,
                          part + (long)i0 * n, n, acc);
@@ -338,9 +333,9 @@ static void wt_slices_match(const kern_table_t* t, int k) {
             for (int i = 0; i < m; i++)
                 ck_assert_msg(
                     memcmp(part + (long)i * n, full + (long)i * n, (size_t)n * sizeof(float)) == 0,
-                    "%s m=%d n=%d k=%d %cT acc=%d: row %d differs between the "
-                    "weight-rows path and the blocked loops",
-                    t->name, m, n, k, ta ? 'T' : 'N', acc, i);
+                    "%s m=%d n=%d k=%d %cT acc=%d: row %d differs between the %s and the "
+                    "blocked loops",
+                    t->name, m, n, k, ta ? 'T' : 'N', acc, i, path);
             free(c0);
             free(full);
             free(part);
@@ -349,12 +344,42 @@ static void wt_slices_match(const kern_table_t* t, int k) {
         }
 }
 
+// The nt products of more than tp_max_m and at most wt_max_m rows take the weight-rows path
+// (compute/kernels/driver_wt.h), larger ones the blocked loops: a product too tall for the
+// path, then its rows again in slices that take it (whole, partial and single lane panels) or
+// not. A too: the path packs it transposed, column-major or not. At a depth k where slices of
+// several panels take the path (k >= wt_min_k), and where only those whose panels are all full
+// do (wt_full_min_k <= k < wt_min_k).
+static void wt_slices_match(const kern_table_t* t, int k) {
+    int wm = t->wt_max_m;
+    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, 2 * t->nr, t->nr + 3, wm - 1};
+    nt_slices_match(t, 2 * wm + 7, 3 * t->mr + 5, k, slices,
+                    (int)(sizeof slices / sizeof slices[0]), "weight-rows path");
+}
+
 void kc_check_wt_path(const kern_table_t* t) {
     if (t->wt_max_m <= 0) return;
     int k0 = 2 * t->kc + 40; // several KC blocks, the last one short
     wt_slices_match(t, k0 > t->wt_min_k ? k0 : t->wt_min_k + 40);
     if (t->wt_full_min_k < t->wt_min_k)
         wt_slices_match(t, k0 > t->wt_full_min_k && k0 < t->wt_min_k ? k0 : t->wt_full_min_k + 40);
+}
+
+// The transposing path (compute/kernels/driver_tp.h), at most tp_max_m rows. n spans several
+// of its tiles of a vector's weight rows (nr / 2) and ends in a partial one; k spans several
+// KC blocks and ends in a short one whose depth is not a multiple of a vector (the gathered
+// tail); every row count from 1 to tp_max_m takes it, one past it does not.
+void kc_check_tp_path(const kern_table_t* t) {
+    if (t->tp_max_m <= 0) return;
+    int hi = t->tp_max_m, wm = t->wt_max_m > hi ? t->wt_max_m : hi;
+    int slices[64 + 2], ns = 0;
+    ck_assert_int_le(hi, 64);
+    for (int r = 1; r <= hi; r++) slices[ns++] = r;
+    slices[ns++] = hi + 1;
+    slices[ns++] = hi;
+    // m: more than any small-m path takes, so the whole product takes the blocked loops.
+    nt_slices_match(t, wm + hi * (hi + 1) / 2 + 7, 5 * (t->nr / 2) + 3, 2 * t->kc + 43, slices, ns,
+                    "transposing path");
 }
 
 // An nn product (B row-major, row stride ldb) of m rows, plain (both accumulate modes) and fused,

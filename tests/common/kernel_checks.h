@@ -49,6 +49,8 @@ void kc_check_position_invariance(const kern_table_t* t);
 // nt products small enough for the weight-rows path (wt_max_m) give the bits of the blocked
 // loops, which larger ones take.
 void kc_check_wt_path(const kern_table_t* t);
+// The same for nt products of at most tp_max_m rows (the transposing path).
+void kc_check_tp_path(const kern_table_t* t);
 // nn products, fused or not, of wc_min_m to wc_max_m rows (the weight-columns path) give the
 // bits of the blocked loops, which other row counts take.
 void kc_check_wc_path(const kern_table_t* t);

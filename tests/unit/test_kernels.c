@@ -124,6 +124,7 @@ ISA_TEST(test_general_strides, kc_check_general_strides)
 ISA_TEST(test_thread_count_invariance, kc_check_thread_invariance)
 ISA_TEST(test_position_invariance, kc_check_position_invariance)
 ISA_TEST(test_wt_path, kc_check_wt_path)
+ISA_TEST(test_tp_path, kc_check_tp_path)
 ISA_TEST(test_wc_path, kc_check_wc_path)
 ISA_TEST(test_rs_path, kc_check_rs_path)
 ISA_TEST(test_bip_path, kc_check_bip_path)
@@ -206,6 +207,7 @@ static Suite* kernels_suite(void) {
     tcase_add_loop_test(tc, test_thread_count_invariance, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_position_invariance, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_wt_path, 0, KERN_N_ISA);
+    tcase_add_loop_test(tc, test_tp_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_wc_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_rs_path, 0, KERN_N_ISA);
     tcase_add_loop_test(tc, test_bip_path, 0, KERN_N_ISA);
