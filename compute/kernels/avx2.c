@@ -34,12 +34,13 @@
 #define VF_STOREU _mm256_storeu_ps
 #define VF_FMA _mm256_fmadd_ps
 #define VF_ADD _mm256_add_ps
-// The transposing path (driver_tp.h) serves the `nt` products of at most MR rows, 8 weight rows a
-// tile, through transpose8. Paired against the weight-rows path, which took them (64 groups,
+// The transposing path (driver_tp.h) serves the `nt` products of at most 10 rows, 8 weight rows
+// a tile, through transpose8. Paired against the weight-rows path, which took them (64 groups,
 // weights in memory, n x k = 1024 x 512, 512 x 1024, 2816 x 1024 and 1024 x 2816): 1-4 rows
-// 1.5-1.6x, 6 rows 1.3-1.4x. Past MR rows, two passes over each tile lost: 7-12 rows
-// 0.82-0.97x.
-#define TP_MAX_M MR
+// 1.5-1.6x, 6 rows 1.3-1.4x, 7 rows 1.29-1.34x, 8 1.12-1.16x, 9 1.21-1.28x, 10 1.08-1.19x; 11
+// rows 0.92-1.03x and 12 0.87-0.93x (10 and more sums beside the transpose's 8 vectors spill
+// in the 16 ymm), and two passes of 6 or fewer rows over each tile 0.82-0.97x at 7-12 rows.
+#define TP_MAX_M 10
 #define TRANSPOSE_VL transpose8
 // Products of depth k <= 4 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 5 cycles of FMAs per 64-byte line of C, writing
@@ -235,6 +236,7 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
 
 // The kernel tables, ukr_any and ukr_wt (driver_tiles.h), for tiles of 1..MR rows.
 #define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6)
+#define TP_ROWS(X) TILE_ROWS(X) X(7) X(8) X(9) X(10) // TP_MAX_M = 10
 #include "compute/kernels/driver_tiles.h"
 
 // The weight-rows path's C tile (driver_wt.h): a full tile's 6 columns of 8 rows at a time

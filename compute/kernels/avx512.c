@@ -341,6 +341,7 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
 
 // The kernel tables, ukr_any and ukr_wt (driver_tiles.h), for tiles of 1..MR rows.
 #define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+#define TP_ROWS(X) TILE_ROWS(X) // TP_MAX_M = MR
 #include "compute/kernels/driver_tiles.h"
 
 // The weight-rows path's C tile (driver_wt.h): a full tile's 12 columns of 16 rows at a

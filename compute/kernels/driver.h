@@ -38,7 +38,7 @@
 //   (first_pass): a piece of the next panels is packed before each micro-tile, and the
 //   micro-kernel prefetches the source lines of the piece after, spread over its k loop.
 // - Or B is pre-packed (kern->pack_b, once per weight update) and read in place.
-// - Or B is a transposed weight (the backward's dA, dX) and m at most MR: no B packing, the
+// - Or B is a transposed weight (the backward's dA, dX) and m a few rows: no B packing, the
 //   weight rows streamed whole in place and transposed in registers (driver_tp.h).
 // - Or B is a transposed weight and m small: no B packing at all, the weight rows streamed whole
 //   in place, broadcast against A's rows in the vector lanes (driver_wt.h).
@@ -134,9 +134,9 @@ static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long
 // prefetches: the weight-rows path (driver_wt.h).
 static inline void ukr_wt(int mr, int nr, int kc, const float* w, long ldw, const float* bp,
                           float* ct, int overwrite, const ukr_pf_t* pf);
-// C[m, rows] (+)= A[m, kc] x Wᵀ for m <= MR rows of A, packed (ap [kc][MR]), and rows <= VL
-// rows of a row-major weight read in place (row j at w + j*ldw), transposed in registers: the
-// transposing path (driver_tp.h).
+// C[m, rows] (+)= A[m, kc] x Wᵀ for m <= TP_MAX_M rows of A, packed (ap [kc][TP_MAX_M]), and
+// rows <= VL rows of a row-major weight read in place (row j at w + j*ldw), transposed in
+// registers: the transposing path (driver_tp.h).
 static inline void ukr_tp(int m, int rows, int kc, const float* ap, const float* w, long ldw,
                           float* c, long ldc, int overwrite, long rem, long next);
 // The same with column i of the tile at w + i, walked along p by ldw: mr consecutive columns

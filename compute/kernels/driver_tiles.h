@@ -6,6 +6,7 @@
 //       unless it is NULL; stream (a constant here) stores C with streaming stores
 //   VL                floats per vector (NR = 2 * VL)
 //   TILE_ROWS(X)      X(1) X(2) ... X(MR): the row counts to instantiate
+//   TP_ROWS(X)        X(1) X(2) ... X(TP_MAX_M): the same for the transposing path's tiles
 //   VF, VF_ZERO, VF_SET1, VF_LOADU, VF_STOREU, VF_FMA, VF_ADD   a vector of VL floats and its
 //                     operations, and TRANSPOSE_VL(r) the in-register transpose of VF r[VL]
 // and define here what driver.h declares: ukr_any (the blocked loops' tiles), ukr_row (a row of
@@ -114,23 +115,23 @@ static inline void ukr_bip(int mr, int kc, const float* ap, const float* b, long
 }
 #endif
 
-// The transposing path's tile (driver_tp.h): C[m, rows] (+)= A[m, kc] x Wᵀ for m <= MR rows of
-// A, packed as the blocked loops pack it (ap [kc][MR]), and rows <= VL rows of a row-major
-// weight (row j at w + j*ldw, walked along p): VL weight rows loaded a vector of p at a time
-// and turned by TRANSPOSE_VL (the ISA file's in-register transpose) into VL vectors of B's
-// rows, B(p, j) = W[j, p], which feed the m sums as a packed panel would (fma(A(i, p),
-// B(p, .), s)). Each lane's chain runs over p in order from zero, the same chain as the
-// blocked loops'; overwrite = 1 stores the sum, 0 adds it to C (one rounding). Each weight
-// line is prefetched TP_PFD floats ahead of its use; past the rem floats left in the rows, in
-// the next tile's rows (next floats further on; next = 0: none).
+// The transposing path's tile (driver_tp.h): C[m, rows] (+)= A[m, kc] x Wᵀ for m <= TP_MAX_M
+// rows of A, packed (ap [kc][TP_MAX_M]), and rows <= VL rows of a row-major weight (row j at
+// w + j*ldw, walked along p): VL weight rows loaded a vector of p at a time and turned by
+// TRANSPOSE_VL (the ISA file's in-register transpose) into VL vectors of B's rows, B(p, j) =
+// W[j, p], which feed the m sums as a packed panel would (fma(A(i, p), B(p, .), s)). Each
+// lane's chain runs over p in order from zero, the same chain as the blocked loops';
+// overwrite = 1 stores the sum, 0 adds it to C (one rounding). Each weight line is prefetched
+// TP_PFD floats ahead of its use; past the rem floats left in the rows, in the next tile's
+// rows (next floats further on; next = 0: none).
 static inline __attribute__((always_inline)) void tp_body(int m, int rows, int kc,
                                                           const float* restrict ap, const float* w,
                                                           long ldw, float* c, long ldc,
                                                           int overwrite, long rem, long next) {
-    VF s[MR];
+    VF s[TP_MAX_M];
     for (int i = 0; i < m; i++) s[i] = VF_ZERO();
     int p = 0;
-    for (; p + VL <= kc; p += VL, ap += VL * MR) {
+    for (; p + VL <= kc; p += VL, ap += VL * TP_MAX_M) {
         VF r[VL];
         long pf = p + TP_PFD < rem ? p + TP_PFD : next ? p + TP_PFD + next : -1;
         for (int j = 0; j < VL; j++) {
@@ -140,9 +141,10 @@ static inline __attribute__((always_inline)) void tp_body(int m, int rows, int k
         }
         TRANSPOSE_VL(r);
         for (int q = 0; q < VL; q++)
-            for (int i = 0; i < m; i++) s[i] = VF_FMA(VF_SET1(ap[q * MR + i]), r[q], s[i]);
+            for (int i = 0; i < m; i++) s[i] = VF_FMA(VF_SET1(ap[q * TP_MAX_M + i]), r[q], s[i]);
     }
-    for (; p < kc; p++, ap += MR) { // a depth that is not a multiple of VL: B's row p gathered
+    for (; p < kc;
+         p++, ap += TP_MAX_M) { // a depth that is not a multiple of VL: B's row p gathered
         float col[VL] __attribute__((aligned(64)));
         for (int j = 0; j < VL; j++) col[j] = j < rows ? w[j * ldw + p] : 0.0f;
         VF b = VF_LOADU(col);
@@ -171,8 +173,8 @@ typedef void (*ukrt_fn)(int rows, int kc, const float* ap, const float* w, long 
             tp_body(M, rows, kc, ap, w, ldw, c, ldc, overwrite, rem, next);                        \
     }
 #define UKRT_ENTRY(M) ukrt_##M,
-TILE_ROWS(UKRT)
-static const ukrt_fn ukrt_tab[MR + 1] = {0, TILE_ROWS(UKRT_ENTRY)};
+TP_ROWS(UKRT)
+static const ukrt_fn ukrt_tab[TP_MAX_M + 1] = {0, TP_ROWS(UKRT_ENTRY)};
 
 static inline void ukr_tp(int m, int rows, int kc, const float* ap, const float* w, long ldw,
                           float* c, long ldc, int overwrite, long rem, long next) {

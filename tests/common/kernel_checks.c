@@ -352,7 +352,7 @@ static void nt_slices_match(const kern_table_t* t, int m, int n, int k, const in
 // do (wt_full_min_k <= k < wt_min_k).
 static void wt_slices_match(const kern_table_t* t, int k) {
     int wm = t->wt_max_m;
-    const int slices[] = {wm, 1, t->nr / 2 + 1, t->nr, 2 * t->nr, t->nr + 3, wm - 1};
+    const int slices[] = {wm, 1, t->nr - 3, t->nr, 2 * t->nr, t->nr + 3, wm - 1};
     nt_slices_match(t, 2 * wm + 7, 3 * t->mr + 5, k, slices,
                     (int)(sizeof slices / sizeof slices[0]), "weight-rows path");
 }
