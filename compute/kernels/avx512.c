@@ -124,12 +124,16 @@
 #define VF_STOREU simde_mm512_storeu_ps
 #define VF_FMA simde_mm512_fmadd_ps
 #define VF_ADD simde_mm512_add_ps
-// The transposing path (driver_tp.h) serves the `nt` products of at most MR rows, 16 weight rows
-// a tile, through transpose16. Paired against the weight-rows path, which took them (64 groups,
-// weights in memory, n x k = 1024 x 512, 512 x 1024 and 1024 x 2816): 1-2 rows 1.4-1.6x, 4
-// rows 1.3-1.6x, 8 rows 1.4-1.5x, 12 rows 1.2-1.3x. Past MR rows, two passes over each tile
-// (re-reading and re-transposing it) lost: 13-24 rows 0.88-1.02x.
-#define TP_MAX_M MR
+// The transposing path (driver_tp.h) serves the `nt` products of at most 16 rows, 16 weight
+// rows a tile, through transpose16. Paired against the weight-rows path, which took them (64
+// groups, weights in memory, n x k = 1024 x 512, 512 x 1024 and 1024 x 2816): 1-2 rows
+// 1.4-1.6x, 4 rows 1.3-1.6x, 8 rows 1.4-1.5x, 12 rows 1.2-1.3x. Past 12 rows (MR) the 16 sums
+// and the 16 transposed vectors fill the 32 zmm, and it still wins, in one pass (2816 x 1024
+// as well): 13-14 rows 1.15-1.26x, 15 rows 1.05-1.18x, 16 rows 0.94-1.14x (about even); and
+// built with TP_MAX_M = 16 its 12 rows ran 1.09-1.18x faster than built with 12 (GCC
+// allocates the registers differently; the code is otherwise the same). Two passes over each
+// tile (re-reading and re-transposing it) lost: 13-24 rows 0.88-1.02x.
+#define TP_MAX_M 16
 #define TRANSPOSE_VL transpose16
 // Products of depth k <= 12 that store a C of at least KERN_STREAM_MIN_C floats write it with
 // streaming stores (driver.h, c_streams): below 6 cycles of FMAs per 64-byte line of C, writing
@@ -341,7 +345,7 @@ ukr_body(int mr, int nv, int kc, const float* restrict ap, long ars, long acs,
 
 // The kernel tables, ukr_any and ukr_wt (driver_tiles.h), for tiles of 1..MR rows.
 #define TILE_ROWS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
-#define TP_ROWS(X) TILE_ROWS(X) // TP_MAX_M = MR
+#define TP_ROWS(X) TILE_ROWS(X) X(13) X(14) X(15) X(16) // TP_MAX_M = 16
 #include "compute/kernels/driver_tiles.h"
 
 // The weight-rows path's C tile (driver_wt.h): a full tile's 12 columns of 16 rows at a
