@@ -1,8 +1,8 @@
 // The weight-rows path of the shared driver (driver.h, which includes this file): the `nt`
 // products of the backward pass, dA = dY·Woᵀ and dX = dH·Wᵀ, where B is a weight stored
 // row-major [n][k] and read transposed (B(p, j) = W[j, p]), for a small number of rows m (the
-// tokens of one expert), more than the transposing path takes (driver_tp.h: at most MR, where
-// most of this path's lanes would compute nothing).
+// tokens of one expert), more than the transposing path takes (driver_tp.h: at most TP_MAX_M,
+// where most of this path's lanes would compute nothing).
 //
 // The blocked loops pack such a B panel by panel: NR weight rows at a time, a run of KC
 // floats (12 lines on avx512) from each, rows 2-11 KiB apart. Runs that short stream from

@@ -61,9 +61,8 @@ typedef struct {
     int mr, nr;     // micro-tile (register block)
     int mc, kc, nc; // cache blocks
     // nt products (B column-major) of more than tp_max_m and at most wt_max_m rows, and of more
-    // than nr rows only at
-    // a depth k >= wt_min_k, or k >= wt_full_min_k when m is a multiple of nr, and of more
-    // than 2 * nr rows only when m is a multiple of nr, read B in place
+    // than nr rows only at a depth k >= wt_min_k, or k >= wt_full_min_k when m is a multiple of
+    // nr, and of more than 2 * nr rows only when m is a multiple of nr, read B in place
     // (compute/kernels/driver_wt.h); wt_max_m = 0: never. The bits are the same either way.
     int wt_max_m, wt_min_k, wt_full_min_k;
     // nn products (B row-major) of wc_min_m to wc_max_m rows, fused or not, read B in place
