@@ -108,13 +108,15 @@
 // rows 1.21-1.28x, 48 rows 1.09-1.12x, 96 rows 1.06-1.08x, 192 rows 1.05-1.06x; 288 and 384
 // rows 0.97-1.05x.
 #define BIP_MAX_M 192
-// The row-streaming path (driver_rs.h) serves the `nn` products of at most 13 rows, 4 rows of A
+// The row-streaming path (driver_rs.h) serves the `nn` products of at most 12 rows, 4 rows of A
 // per pass over 6 weight rows (24 broadcasts, 4 sums and a weight vector in the 32 zmm): each
 // weight vector feeds 4 FMAs. Paired against a row per pass over 8 weight rows (up to 8 rows)
-// and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x; at
-// 14 the blocked loops win (0.92-1.00x). Its loop, and driver_tiles.h's tp_body, are written
-// with these vector operations.
-#define RS_MAX_M 13
+// and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x. Since
+// the in-place first pass (bip_pass) the blocked loops take 13 rows faster, 1.21-1.24x over
+// four shapes (two row tiles, 12 + 1), while at 11-12 rows (one tile) the two are about even
+// (0.93-1.08x; docs/performance.md, 2026-11-28 12:38). Its loop, and driver_tiles.h's tp_body,
+// are written with these vector operations.
+#define RS_MAX_M 12
 #define RS_ROWS 6
 #define RS_MA 4
 #define VF simde__m512
