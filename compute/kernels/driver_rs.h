@@ -36,8 +36,26 @@
 #ifndef RS_CW
 #define RS_CW 1024 // columns per chunk: the chunk's sums stay in cache across the whole depth
 #endif
+// Weight rows per step and rows of A per pass where the weight's rows alias in L1 (a row
+// stride of a multiple of 4 KiB: d_ff = 1024, 2048) and m is at most RS_ALIAS_MAX_M (the ISA
+// file's choice; default: never). Vector j of every row of a step, of the next step's rows
+// being prefetched and, in the first KC block, of the sums (written straight to C, whose rows
+// are as far apart) then falls in one L1 set, whose 12 ways hold only so many lines.
+#ifndef RS_ALIAS_MAX_M
+#define RS_ALIAS_MAX_M 0
+#endif
+#ifndef RS_ROWS_ALIAS
+#define RS_ROWS_ALIAS RS_ROWS
+#endif
+#ifndef RS_MA_ALIAS
+#define RS_MA_ALIAS RS_MA
+#endif
+#define RS_ROWS_MAX (RS_ROWS > RS_ROWS_ALIAS ? RS_ROWS : RS_ROWS_ALIAS)
+#define RS_MA_MAX (RS_MA > RS_MA_ALIAS ? RS_MA : RS_MA_ALIAS)
 
-_Static_assert(RS_ROWS >= 1 && RS_MA >= 1 && RS_MA <= 4, "rs_step's row and pass blocking");
+_Static_assert(RS_ROWS >= 1 && RS_ROWS_ALIAS >= 1 && RS_MA >= 1 && RS_MA_ALIAS >= 1 &&
+                   RS_MA_MAX <= 8,
+               "rs_step's row and pass blocking");
 _Static_assert((long)2 * RS_MAX_M * RS_CW <= (long)(MC + MR) * KC,
                "the fused pair's block sums fit the A pack buffer");
 
@@ -46,7 +64,7 @@ _Static_assert((long)2 * RS_MAX_M * RS_CW <= (long)(MC + MR) * KC,
 // `first`; A[i][r] at a[i*rsa + r*csa], W[r][j] at w[r*ldw + j]. The ma x rows broadcasts of
 // A stay in registers while the weight rows stream through a vector of columns at a time, each
 // weight vector loaded once for the ma sums (whose chains are independent work for the FMA
-// latency). The `next` rows after these (0 to RS_ROWS) are prefetched, a line per row per 16
+// latency). The `next` rows after these (up to a step's) are prefetched, a line per row per 16
 // columns. Columns past the last vector go one by one: fmaf is the same fused operation as a
 // vector lane's. VF and its operations are the ISA file's (a vector of VL floats).
 static inline __attribute__((always_inline)) void rs_body(int ma, int nc, int rows, int next,
@@ -54,13 +72,13 @@ static inline __attribute__((always_inline)) void rs_body(int ma, int nc, int ro
                                                           const float* w, long ldw, float* s,
                                                           long lds, int first) {
     int nv = nc / VL * VL;
-    VF b[RS_MA][RS_ROWS];
+    VF b[RS_MA_MAX][RS_ROWS_MAX];
     for (int i = 0; i < ma; i++)
         for (int r = 0; r < rows; r++) b[i][r] = VF_SET1(a[i * rsa + r * csa]);
     for (int j = 0; j < nv; j += VL) {
         if (j % 16 == 0)
             for (int r = 0; r < next; r++) __builtin_prefetch(w + (rows + r) * ldw + j, 0, 3);
-        VF v[RS_MA];
+        VF v[RS_MA_MAX];
         for (int i = 0; i < ma; i++) v[i] = first ? VF_ZERO() : VF_LOADU(s + i * lds + j);
         for (int r = 0; r < rows; r++) {
             VF wr = VF_LOADU(w + r * ldw + j);
@@ -76,45 +94,37 @@ static inline __attribute__((always_inline)) void rs_body(int ma, int nc, int ro
         }
 }
 
-// A pass with compile-time ma and, in the common case, rows (the loops unrolled).
+// A pass with compile-time ma and, in the common cases, rows (the loops unrolled).
+typedef void (*rs_pass_fn)(int nc, int rows, int next, const float* a, long rsa, long csa,
+                           const float* w, long ldw, float* s, long lds, int first);
 #define RS_PASS(MA)                                                                                \
     static void rs_pass_##MA(int nc, int rows, int next, const float* a, long rsa, long csa,       \
                              const float* w, long ldw, float* s, long lds, int first) {            \
-        if (rows == RS_ROWS)                                                                       \
+        if (MA <= RS_MA && rows == RS_ROWS)                                                        \
             rs_body(MA, nc, RS_ROWS, next, a, rsa, csa, w, ldw, s, lds, first);                    \
+        else if (MA <= RS_MA_ALIAS && rows == RS_ROWS_ALIAS)                                       \
+            rs_body(MA, nc, RS_ROWS_ALIAS, next, a, rsa, csa, w, ldw, s, lds, first);              \
         else                                                                                       \
             rs_body(MA, nc, rows, next, a, rsa, csa, w, ldw, s, lds, first);                       \
     }
-RS_PASS(1)
-#if RS_MA >= 2
-RS_PASS(2)
+#define RS_PASS_ENTRY(MA) rs_pass_##MA,
+#define RS_MAS_4(X) X(1) X(2) X(3) X(4)
+#define RS_MAS_8(X) RS_MAS_4(X) X(5) X(6) X(7) X(8)
+#if RS_MA_MAX > 4
+#define RS_MAS RS_MAS_8
+#else
+#define RS_MAS RS_MAS_4
 #endif
-#if RS_MA >= 3
-RS_PASS(3)
-#endif
-#if RS_MA >= 4
-RS_PASS(4)
-#endif
+RS_MAS(RS_PASS)
+static const rs_pass_fn rs_passes[] = {NULL, RS_MAS(RS_PASS_ENTRY)};
 
-// One step of `rows` weight rows for all m rows of A, RS_MA rows per pass; the first pass
-// prefetches the next rows (it reads these ones from memory, the others from cache).
-static void rs_step(int m, int nc, int rows, int next, const float* a, long rsa, long csa,
-                    const float* w, long ldw, float* s, long lds, int first) {
-    for (int i = 0; i < m; i += RS_MA, next = 0) {
-        int ma = MIN(RS_MA, m - i);
-        const float* ai = a + i * rsa;
-        float* si = s + i * lds;
-#if RS_MA >= 4
-        if (ma == 4) rs_pass_4(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
-#endif
-#if RS_MA >= 3
-        if (ma == 3) rs_pass_3(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
-#endif
-#if RS_MA >= 2
-        if (ma == 2) rs_pass_2(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
-#endif
-        if (ma == 1) rs_pass_1(nc, rows, next, ai, rsa, csa, w, ldw, si, lds, first);
-    }
+// One step of `rows` weight rows for all m rows of A, at most `ma_max` rows per pass; the first
+// pass prefetches the next rows (it reads these ones from memory, the others from cache).
+static void rs_step(int m, int ma_max, int nc, int rows, int next, const float* a, long rsa,
+                    long csa, const float* w, long ldw, float* s, long lds, int first) {
+    for (int i = 0; i < m; i += ma_max, next = 0)
+        rs_passes[MIN(ma_max, m - i)](nc, rows, next, a + i * rsa, rsa, csa, w, ldw, s + i * lds,
+                                      lds, first);
 }
 
 // Whether the product takes this path: B row-major (a weight, or the fused pair), not
@@ -127,6 +137,8 @@ static int rs_applies(const gemm_args_t* g) {
 static void rs_run(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk) {
     int kb = kc_block(g->k), m = g->m;
     long ldw = g->rsb, ldc = g->ldc;
+    int alias = g->rsb % 1024 == 0 && m <= RS_ALIAS_MAX_M;
+    int step = alias ? RS_ROWS_ALIAS : RS_ROWS, ma_max = alias ? RS_MA_ALIAS : RS_MA;
     for (int jc = j0; jc < j1; jc += RS_CW) {
         int nc = MIN(RS_CW, j1 - jc);
         for (int pc = 0; pc < g->k; pc += kb) {
@@ -137,10 +149,10 @@ static void rs_run(const gemm_args_t* g, int j0, int j1, const kern_pack_t* pk) 
                 long lds = direct ? ldc : RS_CW;
                 const float* w = g->b[h] + (long)pc * ldw + jc;
                 const float* a = g->a + (long)pc * g->csa;
-                for (int p = 0; p < kc; p += RS_ROWS) {
-                    int rows = MIN(RS_ROWS, kc - p);
-                    int next = MIN(RS_ROWS, g->k - (pc + p + rows)); // rows to prefetch
-                    rs_step(m, nc, rows, next, a + (long)p * g->csa, g->rsa, g->csa,
+                for (int p = 0; p < kc; p += step) {
+                    int rows = MIN(step, kc - p);
+                    int next = MIN(step, g->k - (pc + p + rows)); // rows to prefetch
+                    rs_step(m, ma_max, nc, rows, next, a + (long)p * g->csa, g->rsa, g->csa,
                             w + (long)p * ldw, ldw, s, lds, p == 0);
                 }
                 if (!direct)
