@@ -119,15 +119,16 @@
 #define RS_MAX_M 12
 #define RS_ROWS 6
 #define RS_MA 4
-// At a row stride of a multiple of 4 KiB (driver_rs.h), up to 8 rows of A in one pass over 2
-// weight rows a step (16 broadcasts, 8 sums and a weight vector): 6 rows a step, 4 rows of A a
-// pass, put 6 + 6 weight lines and 4 sums lines in one L1 set. Paired against that (32 or 12
-// groups, weights in memory; n x k = 1024 x 512 plain and fused, 1024 x 2816): 1-3 rows
-// 0.96-1.12x (the weight's stream bounds them either way), 4 rows 1.26-1.50x, 5-7 rows
-// 1.40-1.56x, 8 rows 1.16-1.20x. 2 rows a step with 4 rows of A a pass lost at 7 rows (4 + 3:
-// 0.89-0.93x) and at 10-12 (0.79-0.92x); avx2 (3 rows a step, 10 lines in the set) lost with
-// every such mode tried (0.50-0.95x; docs/performance.md).
-#define RS_ALIAS_MAX_M 8
+// At a row stride of a multiple of 4 KiB (driver_rs.h), up to 8 rows of A a pass over 2 weight
+// rows a step (16 broadcasts, 8 sums and a weight vector): 6 rows a step, 4 rows of A a pass,
+// put 6 + 6 weight lines and 4 sums lines in one L1 set. Paired against that (32 or 12 groups,
+// weights in memory; n x k = 1024 x 512 plain and fused, 1024 x 2816): 1-3 rows 0.96-1.12x
+// (the weight's stream bounds them either way), 4 rows 1.26-1.50x, 5-7 rows 1.40-1.56x, 8 rows
+// 1.16-1.27x; in two even passes 9 rows 1.26-1.30x, 10 1.09-1.11x, 11 1.06-1.09x, 12 (6 + 6)
+// 0.84-0.85x. 2 rows a step with 4 rows of A a pass lost at 7 rows (4 + 3: 0.89-0.93x) and at
+// 10-12 (0.79-0.92x); avx2 (3 rows a step, 10 lines in the set) lost with every such mode
+// tried (0.50-0.95x; docs/performance.md).
+#define RS_ALIAS_MAX_M 11
 #define RS_ROWS_ALIAS 2
 #define RS_MA_ALIAS 8
 #define VF simde__m512

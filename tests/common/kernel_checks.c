@@ -472,17 +472,17 @@ void kc_check_bip_path(const kern_table_t* t) {
 // than one chunk of its columns (1024) and ends in a partial vector; k spans several KC blocks
 // and ends in a step of fewer than its RS_ROWS weight rows (6 on avx512, 3 on avx2); the row
 // slices leave every count of rows in its last pass (RS_MA = 4). Then a weight row stride of
-// 2048 floats, where avx512 takes up to 8 rows in one pass over 2 weight rows a step
-// (RS_ALIAS_MAX_M): every count of rows from 1 to 8, and more, off that mode; k = 2 KC + 43
-// ends in a step of one row.
+// 2048 floats, where avx512 takes up to 11 rows in passes of up to 8 over 2 weight rows a step
+// (RS_ALIAS_MAX_M): every count of rows from 1 to 11 (9-11 in two even passes), and more, off
+// that mode; k = 2 KC + 43 ends in a step of one row.
 void kc_check_rs_path(const kern_table_t* t) {
     if (t->rs_max_m <= 0) return;
     int hi = t->rs_max_m;
     const int slices[] = {hi, 1, hi - 1, hi + 1, 3, hi};
     nn_slices_match(t, 2 * hi + 7, 1024 + 37, 2 * t->kc + 43, 1024 + 40, slices,
                     (int)(sizeof slices / sizeof slices[0]), "row-streaming path");
-    const int aliased[] = {8, 1, 7, 2, 6, 3, 5, 4, hi, hi + 1};
-    nn_slices_match(t, 36 + 2 * hi + 1, 1024 + 37, 2 * t->kc + 43, 2048, aliased,
+    const int aliased[] = {8, 1, 7, 2, 6, 3, 5, 4, 9, 10, 11, hi, hi + 1};
+    nn_slices_match(t, 66 + 2 * hi + 1, 1024 + 37, 2 * t->kc + 43, 2048, aliased,
                     (int)(sizeof aliased / sizeof aliased[0]), "row-streaming path, 8 KiB rows");
 }
 
