@@ -45,8 +45,8 @@
 // - Or B is a row-major weight (the forward's up and down) and m fills most of one lane panel
 //   (avx512 on AMD CPUs: 25-32 rows): no B packing either, the weight's columns read in place as
 //   broadcasts (driver_wc.h).
-// - Or B is a row-major weight and m a few rows (at most 12): the weight read
-//   in long runs, a few rows at a time, straight into the FMAs (driver_rs.h).
+// - Or B is a row-major weight and m a few rows (at most 12): the weight read in long runs, a
+//   few rows at a time, straight into the FMAs (driver_rs.h).
 // - Or B is a row-major weight and m at most BIP_MAX_M (avx2 144, avx512 192): the panels read
 //   in place by the tiles, each prefetching the next, or with rows 2 or 4 KiB apart by the first
 //   tile only, which packs them for the others as it goes (bip_pass).

@@ -52,6 +52,16 @@
 #endif
 #define RS_ROWS_MAX (RS_ROWS > RS_ROWS_ALIAS ? RS_ROWS : RS_ROWS_ALIAS)
 #define RS_MA_MAX (RS_MA > RS_MA_ALIAS ? RS_MA : RS_MA_ALIAS)
+// The pass sizes instantiated (rs_passes), 1 to RS_MA_TAB rows of A.
+#define RS_MAS_4(X) X(1) X(2) X(3) X(4)
+#define RS_MAS_8(X) RS_MAS_4(X) X(5) X(6) X(7) X(8)
+#if RS_MA_MAX > 4
+#define RS_MAS RS_MAS_8
+#define RS_MA_TAB 8
+#else
+#define RS_MAS RS_MAS_4
+#define RS_MA_TAB 4
+#endif
 
 _Static_assert(RS_ROWS >= 1 && RS_ROWS_ALIAS >= 1 && RS_MA >= 1 && RS_MA_ALIAS >= 1 &&
                    RS_MA_MAX <= 8,
@@ -72,13 +82,13 @@ static inline __attribute__((always_inline)) void rs_body(int ma, int nc, int ro
                                                           const float* w, long ldw, float* s,
                                                           long lds, int first) {
     int nv = nc / VL * VL;
-    VF b[RS_MA_MAX][RS_ROWS_MAX];
+    VF b[RS_MA_TAB][RS_ROWS_MAX];
     for (int i = 0; i < ma; i++)
         for (int r = 0; r < rows; r++) b[i][r] = VF_SET1(a[i * rsa + r * csa]);
     for (int j = 0; j < nv; j += VL) {
         if (j % 16 == 0)
             for (int r = 0; r < next; r++) __builtin_prefetch(w + (rows + r) * ldw + j, 0, 3);
-        VF v[RS_MA_MAX];
+        VF v[RS_MA_TAB];
         for (int i = 0; i < ma; i++) v[i] = first ? VF_ZERO() : VF_LOADU(s + i * lds + j);
         for (int r = 0; r < rows; r++) {
             VF wr = VF_LOADU(w + r * ldw + j);
@@ -108,13 +118,6 @@ typedef void (*rs_pass_fn)(int nc, int rows, int next, const float* a, long rsa,
             rs_body(MA, nc, rows, next, a, rsa, csa, w, ldw, s, lds, first);                       \
     }
 #define RS_PASS_ENTRY(MA) rs_pass_##MA,
-#define RS_MAS_4(X) X(1) X(2) X(3) X(4)
-#define RS_MAS_8(X) RS_MAS_4(X) X(5) X(6) X(7) X(8)
-#if RS_MA_MAX > 4
-#define RS_MAS RS_MAS_8
-#else
-#define RS_MAS RS_MAS_4
-#endif
 RS_MAS(RS_PASS)
 static const rs_pass_fn rs_passes[] = {NULL, RS_MAS(RS_PASS_ENTRY)};
 
