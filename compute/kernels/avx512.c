@@ -108,15 +108,17 @@
 // rows 1.21-1.28x, 48 rows 1.09-1.12x, 96 rows 1.06-1.08x, 192 rows 1.05-1.06x; 288 and 384
 // rows 0.97-1.05x.
 #define BIP_MAX_M 192
-// The row-streaming path (driver_rs.h) serves the `nn` products of at most 12 rows, 4 rows of A
+// The row-streaming path (driver_rs.h) serves the `nn` products of at most 10 rows, 4 rows of A
 // per pass over 6 weight rows (24 broadcasts, 4 sums and a weight vector in the 32 zmm): each
 // weight vector feeds 4 FMAs. Paired against a row per pass over 8 weight rows (up to 8 rows)
 // and the blocked loops (9-13): 2 rows 1.20x, 4 1.30x, 8 1.23x, 12 1.15x, 13 1.00-1.08x. Since
 // the in-place first pass (bip_pass) the blocked loops take 13 rows faster, 1.21-1.24x over
-// four shapes (two row tiles, 12 + 1), while at 11-12 rows (one tile) the two are about even
-// (0.93-1.08x; docs/performance.md, 2026-11-28 12:38). Its loop, and driver_tiles.h's tp_body,
-// are written with these vector operations.
-#define RS_MAX_M 12
+// four shapes (two row tiles, 12 + 1), and since its single tile prefetches the whole next
+// panel, 11 rows 1.13-1.49x and 12 rows 1.02-1.14x (plain and fused, the four `nn` shapes of
+// the two model sizes), while 10 rows stay here (the blocked loops 0.90-0.96x at three shapes,
+// 1.08-1.09x at n x k = 2816 x 1024; docs/performance.md, 2026-11-28 16:37). Its loop, and
+// driver_tiles.h's tp_body, are written with these vector operations.
+#define RS_MAX_M 10
 #define RS_ROWS 6
 #define RS_MA 4
 // At a row stride of a multiple of 4 KiB (driver_rs.h), up to 8 rows of A a pass over 2 weight
@@ -124,11 +126,11 @@
 // put 6 + 6 weight lines and 4 sums lines in one L1 set. Paired against that (32 or 12 groups,
 // weights in memory; n x k = 1024 x 512 plain and fused, 1024 x 2816): 1-3 rows 0.96-1.12x
 // (the weight's stream bounds them either way), 4 rows 1.26-1.50x, 5-7 rows 1.40-1.56x, 8 rows
-// 1.16-1.27x; in two even passes 9 rows 1.26-1.30x, 10 1.09-1.11x, 11 1.06-1.09x, 12 (6 + 6)
-// 0.84-0.85x. 2 rows a step with 4 rows of A a pass lost at 7 rows (4 + 3: 0.89-0.93x) and at
-// 10-12 (0.79-0.92x); avx2 (3 rows a step, 10 lines in the set) lost with every such mode
-// tried (0.50-0.95x; docs/performance.md).
-#define RS_ALIAS_MAX_M 11
+// 1.16-1.27x; in two even passes 9 rows 1.26-1.30x, 10 1.09-1.11x, 11 1.06-1.09x (now the
+// blocked loops'), 12 (6 + 6) 0.84-0.85x. 2 rows a step with 4 rows of A a pass lost at 7 rows (4 +
+// 3: 0.89-0.93x) and at 10-12 (0.79-0.92x); avx2 (3 rows a step, 10 lines in the set) lost with
+// every such mode tried (0.50-0.95x; docs/performance.md).
+#define RS_ALIAS_MAX_M RS_MAX_M
 #define RS_ROWS_ALIAS 2
 #define RS_MA_ALIAS 8
 #define VF simde__m512

@@ -380,13 +380,17 @@ static void first_pass(const gemm_args_t* g, const block_t* blk) {
 // at 144-192). Where the rows spread, the copy cost avx512 3-5% against reading in place (n =
 // 1000, 2816), so it is kept to these strides. A partial panel (the last of a half) is packed
 // as in the blocked loops, so nothing past the weight's columns is read. Same FMA chains, same
-// bits.
+// bits. A single row tile (m <= MR) prefetches the next panel a row per k step, both lines of
+// a row at once (pf_rows): a line per step reached only the first half of an avx512 panel's
+// rows (2 lines each), and the tile ran 12 rows at 0.95-1.04x the row-streaming path, where
+// with the whole panel it runs 11-12 rows at 1.02-1.49x (docs/performance.md, 2026-11-28 16:37).
 static void bip_pass(const gemm_args_t* g, const block_t* blk) {
     int tiles = (blk->mc + MR - 1) / MR, copy = tiles > 1 && g->rsb % 512 == 0;
     for (int j = 0; j < blk->np; j++) {
         pf_stream_t next_b = pf_none;
         if (j + 1 < blk->np && panel_width(g, blk->qb + j + 1) == NR)
-            next_b = pf_matrix(blk_src(g, blk, j + 1), blk->kc, NR, g->rsb, 1);
+            next_b = tiles > 1 ? pf_matrix(blk_src(g, blk, j + 1), blk->kc, NR, g->rsb, 1)
+                               : pf_rows(blk_src(g, blk, j + 1), blk->kc, NR, g->rsb);
         ukr_pf_t pf = {{&next_b, blk->next_a},
                        {(int)((next_b.left + tiles - 1) / tiles), a_share(blk)}};
         int full = panel_width(g, blk->qb + j) == NR, s, h = panel_half(g, blk->qb + j, &s);

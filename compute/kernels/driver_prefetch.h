@@ -15,7 +15,7 @@
 
 typedef struct {
     const float* row;  // first float of the current run
-    long inner, outer; // floats between lines of a run, between runs
+    long inner, outer; // floats between lines of a run (16, or a unit's width), between runs
     int run, cnt;      // lines per run, lines of the current run already issued
     long left;         // lines still to issue
 } pf_stream_t;
@@ -32,7 +32,7 @@ static inline void pf_issue(pf_stream_t* s) {
     if (s->left <= 0) return;
     const float* q = s->row + s->cnt * s->inner;
     __builtin_prefetch(q, 0, PF_LOCALITY);
-    __builtin_prefetch(q + 15, 0, PF_LOCALITY); // the line may straddle 64 bytes
+    __builtin_prefetch(q + s->inner - 1, 0, PF_LOCALITY); // the line may straddle 64 bytes
     s->left--;
     if (++s->cnt == s->run) {
         s->cnt = 0;
@@ -52,6 +52,17 @@ static pf_stream_t pf_matrix(const float* x, int rows, int cols, long rs, long c
         int run = (rows + 15) / 16;
         s = (pf_stream_t){x, 16, cs, run, 0, (long)cols * run};
     }
+    return s;
+}
+
+// Rows [0, rows) x cols [0, cols) of a row-major matrix, cols <= 32, one row per issued "line"
+// (a run of one unit `cols` floats wide): its first float and its last, so both 64-byte lines
+// of a row of 32 floats that starts a line (at 16 or fewer, pf_matrix's lines). For a caller that
+// must prefetch as many rows as its k loop has steps, where a line at a time would reach only half
+// of them (pf_lines: one issue per step at most).
+static pf_stream_t pf_rows(const float* x, int rows, int cols, long rs) {
+    pf_stream_t s = pf_none;
+    if (rows > 0 && cols > 0) s = (pf_stream_t){x, cols, rs, 1, 0, rows};
     return s;
 }
 

@@ -472,8 +472,8 @@ void kc_check_bip_path(const kern_table_t* t) {
 // than one chunk of its columns (1024) and ends in a partial vector; k spans several KC blocks
 // and ends in a step of fewer than its RS_ROWS weight rows (6 on avx512, 3 on avx2); the row
 // slices leave every count of rows in its last pass (RS_MA = 4). Then a weight row stride of
-// 2048 floats, where avx512 takes up to 11 rows in passes of up to 8 over 2 weight rows a step
-// (RS_ALIAS_MAX_M): every count of rows from 1 to 11 (9-11 in two even passes), and more, off
+// 2048 floats, where avx512 takes up to 10 rows in passes of up to 8 over 2 weight rows a step
+// (RS_ALIAS_MAX_M): every count of rows from 1 to 10 (9-10 in two even passes), and more, off
 // that mode; k = 2 KC + 43 ends in a step of one row.
 void kc_check_rs_path(const kern_table_t* t) {
     if (t->rs_max_m <= 0) return;
